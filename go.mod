@@ -1,0 +1,3 @@
+module github.com/network-correlator/network-correlator
+
+go 1.26.0
