@@ -1,0 +1,63 @@
+# network-correlator. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+GOBIN := $(shell $(GO) env GOPATH)/bin
+OCB_VERSION := v0.165.0
+STATICCHECK_VERSION := v0.8.2
+COLLECTOR := _build/collector/otelcol-netcorr
+CONFIG ?= testdata/collector/console.yaml
+# Root tests load eBPF programs and create network namespaces. Packages run
+# one at a time so a test that counts signals never sees another's failures.
+TESTFLAGS ?= -race -count=1 -p 1 -timeout 40m
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## compile every package (no clang needed: the eBPF objects are committed)
+	$(GO) build ./...
+
+.PHONY: test
+test: ## run every test, root and lab tests included (run as root)
+	$(GO) test $(TESTFLAGS) ./...
+
+.PHONY: collector
+collector: $(GOBIN)/builder ## build the collector with ocb from builder-config.yaml
+	$(GOBIN)/builder --config builder-config.yaml
+
+.PHONY: run
+run: collector ## build and run the collector printing diagnoses to the console (root)
+	$(COLLECTOR) --config $(CONFIG)
+
+$(GOBIN)/builder:
+	$(GO) install go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION)
+
+$(GOBIN)/staticcheck:
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+.PHONY: lint
+lint: $(GOBIN)/staticcheck ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GOBIN)/staticcheck ./...
+
+.PHONY: generate-bpf
+generate-bpf: ## regenerate the eBPF objects (needs clang-16, llvm-16, bpftool)
+	$(GO) generate ./bpf/...
+
+.PHONY: check-bpf
+check-bpf: generate-bpf ## fail if the committed eBPF objects are stale
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated objects are stale: run make generate-bpf and commit"; exit 1; }
+
+.PHONY: generate
+generate: ## regenerate mdatagen code for the receiver
+	cd receiver/networkcorrelatorreceiver && $(GO) generate ./...
+
+.PHONY: bench
+bench: ## benchmarks: success-path overhead (root), correlator, policy evaluator
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
+
+.PHONY: clean
+clean:
+	rm -rf _build
