@@ -1,0 +1,159 @@
+package networkcorrelatorreceiver // import "github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver"
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver/internal/metadata"
+)
+
+// Source names where signals come from.
+const (
+	// SourceKernel loads the eBPF probes and reads the kernel ring buffer.
+	SourceKernel = "kernel"
+	// SourceReplay reads a recording of signals (JSON lines) and feeds it
+	// through the same correlator, as fast as it can be read; time is the
+	// recording's own.
+	SourceReplay = "replay"
+)
+
+// Defaults. Each is documented on its Config field.
+const (
+	defaultBufferSize         = 8 << 20
+	defaultSYNTimeout         = time.Second
+	defaultCorrelationWindow  = time.Minute
+	defaultMaxFlows           = 65536
+	defaultCollectionInterval = 30 * time.Second
+)
+
+// Bounds checked by Validate.
+const (
+	// minBufferSize is a power of two that is a multiple of every Linux page
+	// size (4, 16 and 64 KiB), so any valid buffer_size is a page multiple.
+	minBufferSize = 64 << 10
+	maxBufferSize = 1 << 30
+	maxMaxFlows   = 16 << 20
+	// ifNameSize is the kernel's IFNAMSIZ: names are at most 15 bytes.
+	ifNameSize = 16
+)
+
+// Config is the networkcorrelator receiver's configuration.
+type Config struct {
+	// Source is "kernel" (default: live eBPF probes) or "replay" (re-analyse
+	// a recording through the same correlator).
+	Source string `mapstructure:"source"`
+	// ReplayFile is the JSON-lines recording read when Source is "replay".
+	ReplayFile string `mapstructure:"replay_file"`
+
+	// BufferSize is the size in bytes of the kernel ring buffer that carries
+	// signals to user space. It must be a power of two between 64 KiB and
+	// 1 GiB (the kernel requires a power-of-two multiple of the page size).
+	// Default 8 MiB. When it overflows the kernel drops signals and counts
+	// them (networkcorrelator.signals.lost); it never blocks.
+	BufferSize int `mapstructure:"buffer_size"`
+	// SYNTimeout is how long a SYN may go unanswered before it is diagnosed
+	// as dropped. Default 1s: the kernel's first SYN retransmission, about
+	// one second after connect(), is the earliest signal that a SYN was lost.
+	SYNTimeout time.Duration `mapstructure:"syn_timeout"`
+	// CorrelationWindow is how long per-flow state is kept and repeats of the
+	// same cause are aggregated into one diagnosis instead of re-emitted.
+	// Default 60s. It must be at least SYNTimeout.
+	CorrelationWindow time.Duration `mapstructure:"correlation_window"`
+	// MaxFlows bounds the correlator's per-flow state (memory under failure
+	// storms); the oldest flows are evicted beyond it. Default 65536.
+	MaxFlows int `mapstructure:"max_flows"`
+	// Interfaces lists the network interfaces on which the TC program parses
+	// received ICMP errors. Empty (default) means every interface.
+	Interfaces []string `mapstructure:"interfaces"`
+	// CollectionInterval is how often the metrics are emitted. Default 30s.
+	CollectionInterval time.Duration `mapstructure:"collection_interval"`
+
+	// MetricsBuilderConfig enables or disables each metric and resource
+	// attribute (keys "metrics" and "resource_attributes").
+	metadata.MetricsBuilderConfig `mapstructure:",squash"`
+
+	// Prevent unkeyed literals.
+	_ struct{}
+}
+
+func createDefaultConfig() *Config {
+	return &Config{
+		Source:               SourceKernel,
+		BufferSize:           defaultBufferSize,
+		SYNTimeout:           defaultSYNTimeout,
+		CorrelationWindow:    defaultCorrelationWindow,
+		MaxFlows:             defaultMaxFlows,
+		CollectionInterval:   defaultCollectionInterval,
+		MetricsBuilderConfig: metadata.DefaultMetricsBuilderConfig(),
+	}
+}
+
+// Validate reports every invalid field, each error naming its key.
+func (cfg *Config) Validate() error {
+	var errs []error
+	switch cfg.Source {
+	case SourceKernel:
+		if cfg.ReplayFile != "" {
+			errs = append(errs, errors.New(`replay_file: only used with source "replay" (source is "kernel")`))
+		}
+	case SourceReplay:
+		if cfg.ReplayFile == "" {
+			errs = append(errs, errors.New(`replay_file: required when source is "replay"`))
+		}
+	default:
+		errs = append(errs, fmt.Errorf(`source: must be "kernel" or "replay", got %q`, cfg.Source))
+	}
+
+	if cfg.BufferSize < minBufferSize || cfg.BufferSize > maxBufferSize || cfg.BufferSize&(cfg.BufferSize-1) != 0 {
+		errs = append(errs, fmt.Errorf("buffer_size: must be a power of two between %d (64 KiB) and %d (1 GiB) bytes, got %d",
+			minBufferSize, maxBufferSize, cfg.BufferSize))
+	}
+	if cfg.SYNTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("syn_timeout: must be positive, got %s", cfg.SYNTimeout))
+	}
+	if cfg.CorrelationWindow <= 0 {
+		errs = append(errs, fmt.Errorf("correlation_window: must be positive, got %s", cfg.CorrelationWindow))
+	} else if cfg.SYNTimeout > cfg.CorrelationWindow {
+		errs = append(errs, fmt.Errorf("correlation_window: must be at least syn_timeout (%s), got %s",
+			cfg.SYNTimeout, cfg.CorrelationWindow))
+	}
+	if cfg.MaxFlows < 1 || cfg.MaxFlows > maxMaxFlows {
+		errs = append(errs, fmt.Errorf("max_flows: must be between 1 and %d, got %d", maxMaxFlows, cfg.MaxFlows))
+	}
+	if cfg.CollectionInterval <= 0 {
+		errs = append(errs, fmt.Errorf("collection_interval: must be positive, got %s", cfg.CollectionInterval))
+	}
+	seen := make(map[string]bool, len(cfg.Interfaces))
+	for i, name := range cfg.Interfaces {
+		if err := validIfName(name); err != nil {
+			errs = append(errs, fmt.Errorf("interfaces[%d]: %w", i, err))
+			continue
+		}
+		if seen[name] {
+			errs = append(errs, fmt.Errorf("interfaces[%d]: %q listed twice", i, name))
+		}
+		seen[name] = true
+	}
+	return errors.Join(errs...)
+}
+
+// validIfName applies the kernel's own rules (dev_valid_name): 1 to 15 bytes,
+// not "." or "..", no '/', ':' or white space.
+func validIfName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("interface name is empty")
+	case len(name) >= ifNameSize:
+		return fmt.Errorf("interface name %q is longer than %d bytes", name, ifNameSize-1)
+	case name == "." || name == "..":
+		return fmt.Errorf("interface name %q is not allowed", name)
+	case strings.ContainsAny(name, "/:"):
+		return fmt.Errorf("interface name %q contains '/' or ':'", name)
+	case strings.IndexFunc(name, unicode.IsSpace) >= 0:
+		return fmt.Errorf("interface name %q contains white space", name)
+	}
+	return nil
+}

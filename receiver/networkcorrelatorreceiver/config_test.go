@@ -1,0 +1,121 @@
+package networkcorrelatorreceiver
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver/internal/metadata"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	custom := createDefaultConfig()
+	custom.Source = SourceReplay
+	custom.ReplayFile = "testdata/replay/lifecycle.jsonl"
+	custom.BufferSize = 16 << 20
+	custom.SYNTimeout = 3 * time.Second
+	custom.CorrelationWindow = 2 * time.Minute
+	custom.MaxFlows = 1000
+	custom.Interfaces = []string{"eth0", "veth-a1b2c3"}
+	custom.CollectionInterval = 10 * time.Second
+	custom.Metrics.NetworkcorrelatorSignalsReceived.Enabled = false
+	custom.ResourceAttributes.HostName.Enabled = false
+
+	tests := []struct {
+		id   string
+		want *Config
+		// wantErrs: one fragment per expected error, each must appear.
+		wantErrs []string
+	}{
+		{id: "networkcorrelator", want: createDefaultConfig()},
+		{id: "networkcorrelator/custom", want: custom},
+		{id: "networkcorrelator/bad_source", wantErrs: []string{`source: must be "kernel" or "replay", got "pcap"`}},
+		{id: "networkcorrelator/replay_without_file", wantErrs: []string{`replay_file: required when source is "replay"`}},
+		{id: "networkcorrelator/kernel_with_replay_file", wantErrs: []string{`replay_file: only used with source "replay"`}},
+		{id: "networkcorrelator/buffer_not_power_of_two", wantErrs: []string{"buffer_size: must be a power of two between 65536 (64 KiB) and 1073741824 (1 GiB) bytes, got 100000"}},
+		{id: "networkcorrelator/buffer_too_small", wantErrs: []string{"buffer_size: must be a power of two between 65536 (64 KiB) and 1073741824 (1 GiB) bytes, got 4096"}},
+		{id: "networkcorrelator/syn_timeout_zero", wantErrs: []string{"syn_timeout: must be positive, got 0s"}},
+		{id: "networkcorrelator/window_shorter_than_syn_timeout", wantErrs: []string{"correlation_window: must be at least syn_timeout (5s), got 2s"}},
+		{id: "networkcorrelator/max_flows_zero", wantErrs: []string{"max_flows: must be between 1 and 16777216, got 0"}},
+		{id: "networkcorrelator/collection_interval_negative", wantErrs: []string{"collection_interval: must be positive, got -1s"}},
+		{id: "networkcorrelator/bad_interfaces", wantErrs: []string{
+			"interfaces[0]: interface name is empty",
+			`interfaces[1]: interface name "a-very-long-interface-name" is longer than 15 bytes`,
+			`interfaces[2]: interface name "eth0/1" contains '/' or ':'`,
+			`interfaces[3]: interface name "eth 0" contains white space`,
+			`interfaces[5]: "eth0" listed twice`,
+		}},
+		{id: "networkcorrelator/several", wantErrs: []string{
+			"replay_file: required",
+			"buffer_size: must be a power of two",
+			"max_flows: must be between 1 and 16777216, got -1",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id, func(t *testing.T) {
+			sub, err := cm.Sub(tt.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := createDefaultConfig()
+			if err := sub.Unmarshal(cfg); err != nil {
+				t.Fatal(err)
+			}
+			err = confmap.Validate(cfg)
+			if len(tt.wantErrs) > 0 {
+				if err == nil {
+					t.Fatalf("Validate() = nil, want errors %q", tt.wantErrs)
+				}
+				for _, frag := range tt.wantErrs {
+					if !strings.Contains(err.Error(), frag) {
+						t.Errorf("error %q\ndoes not contain %q", err, frag)
+					}
+				}
+				if n := strings.Count(err.Error(), "\n") + 1; n != len(tt.wantErrs) {
+					t.Errorf("got %d errors, want %d:\n%s", n, len(tt.wantErrs), err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Validate() = %v", err)
+			}
+			if diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(Config{},
+				metadata.NetworkcorrelatorDiagnosesMetricConfig{}, metadata.NetworkcorrelatorSignalsLostMetricConfig{},
+				metadata.NetworkcorrelatorSignalsReceivedMetricConfig{}, metadata.ResourceAttributeConfig{})); diff != "" {
+				t.Errorf("config mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestValidIfName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"eth0", true},
+		{"lxc1234567890ab", true}, // 15 bytes: the longest the kernel allows
+		{"lxc1234567890abc", false},
+		{".", false},
+		{"..", false},
+		{"br:0", false},
+		{"tab\tname", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if err := validIfName(tt.name); (err == nil) != tt.ok {
+			t.Errorf("validIfName(%q) = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}
