@@ -50,9 +50,12 @@ generate-bpf: ## regenerate the eBPF objects (needs clang-16, llvm-16, bpftool)
 check-bpf: generate-bpf ## fail if the committed eBPF objects are stale
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated objects are stale: run make generate-bpf and commit"; exit 1; }
 
+$(GOBIN)/mdatagen: tools/go.mod
+	cd tools && $(GO) build -mod=mod -o $(GOBIN)/mdatagen go.opentelemetry.io/collector/cmd/mdatagen
+
 .PHONY: generate
-generate: ## regenerate mdatagen code for the receiver
-	cd receiver/networkcorrelatorreceiver && $(GO) generate ./...
+generate: $(GOBIN)/mdatagen ## regenerate the receiver's mdatagen code and documentation.md
+	cd receiver/networkcorrelatorreceiver && PATH="$(GOBIN):$$PATH" $(GO) generate ./...
 
 .PHONY: bench
 bench: ## benchmarks: success-path overhead (root), correlator, policy evaluator
