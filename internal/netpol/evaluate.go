@@ -1,0 +1,450 @@
+package netpol
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// resolved is an endpoint after lookup in the index.
+type resolved struct {
+	kind EndpointKind
+	pod  *Pod
+	ns   *nsState
+	ips  []netip.Addr // the addresses ipBlocks are matched against
+	one  [1]netip.Addr
+}
+
+func (x *Index) resolveLocked(e Endpoint) (resolved, error) {
+	var r resolved
+	if e.Pod != "" {
+		s := x.ns[e.Namespace]
+		if s == nil || s.pods[e.Pod] == nil {
+			return r, fmt.Errorf("netpol: pod %s/%s is not in the index", e.Namespace, e.Pod)
+		}
+		r.pod, r.ns = s.pods[e.Pod], s
+		r.kind = EndpointPod
+		if r.pod.HostNetwork {
+			r.kind = EndpointHostNetwork
+		}
+		if e.IP.IsValid() {
+			r.one[0] = e.IP.Unmap()
+			r.ips = r.one[:]
+		} else {
+			r.ips = r.pod.IPs
+		}
+		return r, nil
+	}
+	if !e.IP.IsValid() {
+		return r, fmt.Errorf("netpol: endpoint has neither a pod nor an IP")
+	}
+	ip := e.IP.Unmap()
+	r.one[0] = ip
+	r.ips = r.one[:]
+	if p := x.podsByIP[ip]; p != nil {
+		r.kind, r.pod, r.ns = EndpointPod, p, x.ns[p.Namespace]
+		return r, nil
+	}
+	if p := x.hostIPs[ip]; p != nil {
+		r.kind, r.pod, r.ns = EndpointHostNetwork, p, x.ns[p.Namespace]
+		return r, nil
+	}
+	r.kind = EndpointExternal
+	return r, nil
+}
+
+func normProto(p corev1.Protocol) (corev1.Protocol, error) {
+	switch p {
+	case "", corev1.ProtocolTCP:
+		return corev1.ProtocolTCP, nil
+	case corev1.ProtocolUDP, corev1.ProtocolSCTP:
+		return p, nil
+	}
+	return "", fmt.Errorf("netpol: unsupported protocol %q", p)
+}
+
+// query is one flow being judged, with both ends resolved.
+type query struct {
+	src, dst resolved
+	proto    corev1.Protocol
+	port     int32
+}
+
+// Evaluate judges a flow: the source's egress, the destination's ingress and
+// the overall verdict, with the admitting rule or, when denied, the misses of
+// every selecting rule and the resolutions.
+func (x *Index) Evaluate(f Flow) (Verdict, error) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var v Verdict
+	proto, err := normProto(f.Protocol)
+	if err != nil {
+		return v, err
+	}
+	if f.Port < 1 || f.Port > 65535 {
+		return v, fmt.Errorf("netpol: port %d out of range 1-65535", f.Port)
+	}
+	q := query{proto: proto, port: f.Port}
+	if q.src, err = x.resolveLocked(f.Src); err != nil {
+		return v, err
+	}
+	if q.dst, err = x.resolveLocked(f.Dst); err != nil {
+		return v, err
+	}
+	v = Verdict{Flow: f, Protocol: proto, SrcKind: q.src.kind, DstKind: q.dst.kind, SrcPod: q.src.pod, DstPod: q.dst.pod}
+	v.Egress = x.judge(Egress, &q, true)
+	v.Ingress = x.judge(Ingress, &q, true)
+	v.Allowed = v.Egress.Allowed && v.Ingress.Allowed
+	return v, nil
+}
+
+// allowed is the verdict without explanation, for verifying resolutions.
+func (x *Index) allowed(dir Direction, q *query) bool {
+	return x.judge(dir, q, false).Allowed
+}
+
+func (q *query) selfPeer(dir Direction) (self, peer *resolved) {
+	if dir == Egress {
+		return &q.src, &q.dst
+	}
+	return &q.dst, &q.src
+}
+
+func (cp *compiledPolicy) rules(dir Direction) []compiledRule {
+	if dir == Ingress {
+		return cp.ingressRules
+	}
+	return cp.egressRules
+}
+
+func (cp *compiledPolicy) ref(dir Direction) PolicyRef {
+	return PolicyRef{Namespace: cp.ns, Name: cp.name, Direction: dir}
+}
+
+func (x *Index) judge(dir Direction, q *query, explain bool) DirectionVerdict {
+	dv := DirectionVerdict{Direction: dir}
+	self, peer := q.selfPeer(dir)
+	if self.kind != EndpointPod {
+		dv.Allowed = true
+		return dv
+	}
+	dv.Applicable = true
+	var buf [8]*compiledPolicy
+	pols := self.ns.selecting(self.pod, dir, buf[:0])
+	if len(pols) == 0 {
+		dv.Allowed = true
+		return dv
+	}
+	dv.Isolated = true
+	if explain {
+		dv.Selecting = make([]PolicyRef, len(pols))
+		for i, cp := range pols {
+			dv.Selecting[i] = cp.ref(dir)
+		}
+	}
+	for _, cp := range pols {
+		for i := range cp.rules(dir) {
+			r := &cp.rules(dir)[i]
+			if peerIdx, portIdx, ok := x.matchRule(cp, r, peer, q); ok {
+				dv.Allowed = true
+				if explain {
+					ref := cp.ref(dir)
+					ref.Rule = ruleName(dir, i)
+					dv.AllowedBy = &RuleRef{PolicyRef: ref, Index: i, Peer: peerIdx, Port: portIdx}
+				}
+				return dv
+			}
+		}
+	}
+	if explain {
+		dv.Misses = x.misses(dir, pols, peer, q)
+		dv.Resolution = x.resolutions(dir, pols, dv.Misses, q)
+	}
+	return dv
+}
+
+func (x *Index) matchRule(cp *compiledPolicy, r *compiledRule, peer *resolved, q *query) (int, int, bool) {
+	portIdx := -1
+	if len(r.ports) > 0 {
+		portIdx = -2
+		for j := range r.ports {
+			if portMatches(&r.ports[j], q) {
+				portIdx = j
+				break
+			}
+		}
+		if portIdx == -2 {
+			return 0, 0, false
+		}
+	}
+	if len(r.peers) == 0 {
+		return -1, portIdx, true
+	}
+	for j := range r.peers {
+		if x.peerMatches(cp, &r.peers[j], peer) {
+			return j, portIdx, true
+		}
+	}
+	return 0, 0, false
+}
+
+func portMatches(c *compiledPort, q *query) bool {
+	if c.proto != q.proto {
+		return false
+	}
+	switch {
+	case c.anyPort:
+		return true
+	case c.named != "":
+		n, ok := namedPort(q.dst.pod, c.named, c.proto)
+		return ok && n == q.port
+	case c.endPort != 0:
+		return q.port >= c.port && q.port <= c.endPort
+	}
+	return q.port == c.port
+}
+
+// namedPort resolves a named port on the destination pod, as the plugins do:
+// the container port with that name and protocol.
+func namedPort(p *Pod, name string, proto corev1.Protocol) (int32, bool) {
+	if p == nil {
+		return 0, false
+	}
+	for _, cp := range p.Ports {
+		cpProto := cp.Protocol
+		if cpProto == "" {
+			cpProto = corev1.ProtocolTCP
+		}
+		if cp.Name == name && cpProto == proto {
+			return cp.Port, true
+		}
+	}
+	return 0, false
+}
+
+func (x *Index) peerMatches(cp *compiledPolicy, c *compiledPeer, peer *resolved) bool {
+	if c.ipb != nil {
+		if peer.kind == EndpointPod && !x.opts.IPBlockMatchesPods {
+			return false
+		}
+		for _, ip := range peer.ips {
+			if c.ipb.contains(ip) {
+				return true
+			}
+		}
+		return false
+	}
+	if peer.kind != EndpointPod {
+		return false
+	}
+	if c.nsSel == nil {
+		if peer.pod.Namespace != cp.ns {
+			return false
+		}
+	} else if !c.nsSel.matches(peer.ns.labels) {
+		return false
+	}
+	return c.podSel == nil || c.podSel.matches(peer.pod.Labels)
+}
+
+func (b *ipBlock) contains(ip netip.Addr) bool {
+	if !b.cidr.Contains(ip) {
+		return false
+	}
+	for _, e := range b.except {
+		if e.Contains(ip) {
+			return false
+		}
+	}
+	return true
+}
+
+// misses explains, for every selecting policy and rule, the nearest miss.
+func (x *Index) misses(dir Direction, pols []*compiledPolicy, peer *resolved, q *query) []RuleMiss {
+	var out []RuleMiss
+	for _, cp := range pols {
+		rules := cp.rules(dir)
+		if len(rules) == 0 {
+			out = append(out, RuleMiss{PolicyRef: cp.ref(dir), Index: -1, Kind: MissNoRules})
+			continue
+		}
+		for i := range rules {
+			r := &rules[i]
+			m := RuleMiss{PolicyRef: cp.ref(dir), Index: i}
+			m.Rule = ruleName(dir, i)
+			if len(r.peers) > 0 {
+				matched := false
+				best, bestD := PeerMiss{}, -1
+				for j := range r.peers {
+					if x.peerMatches(cp, &r.peers[j], peer) {
+						matched = true
+						break
+					}
+					pm, d := x.peerMiss(cp, j, &r.peers[j], peer)
+					if bestD < 0 || d < bestD {
+						best, bestD = pm, d
+					}
+				}
+				if !matched {
+					m.Peer = &best
+				}
+			}
+			if len(r.ports) > 0 {
+				matched := false
+				best, bestD := PortMiss{}, -1
+				for j := range r.ports {
+					if portMatches(&r.ports[j], q) {
+						matched = true
+						break
+					}
+					pm, d := portMiss(j, &r.ports[j], q)
+					if bestD < 0 || d < bestD {
+						best, bestD = pm, d
+					}
+				}
+				if !matched {
+					m.Port = &best
+				}
+			}
+			switch {
+			case m.Peer != nil:
+				m.Kind = m.Peer.Kind
+			case m.Port != nil:
+				m.Kind = m.Port.Kind
+			}
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func quoteReqs(rs []requirement) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.String()
+	}
+	return out
+}
+
+// peerMiss says why a peer did not match and how far it is from matching
+// (the number of terms to change; moving to another namespace or another kind
+// of endpoint counts more than a label).
+func (x *Index) peerMiss(cp *compiledPolicy, j int, c *compiledPeer, peer *resolved) (PeerMiss, int) {
+	pm := PeerMiss{Index: j}
+	if c.ipb != nil {
+		switch {
+		case peer.kind == EndpointPod && !x.opts.IPBlockMatchesPods:
+			pm.Kind = MissIPBlockPod
+			pm.Detail = fmt.Sprintf("ipBlock %s matches only addresses outside the pod network, and %s is a pod", c.ipb, podName(peer.pod))
+			return pm, 4
+		case len(peer.ips) == 0:
+			pm.Kind = MissIPBlock
+			pm.Detail = fmt.Sprintf("ipBlock %s, but %s has no IP", c.ipb, podName(peer.pod))
+			return pm, 4
+		}
+		for _, ip := range peer.ips {
+			if c.ipb.cidr.Contains(ip) {
+				for _, e := range c.ipb.except {
+					if e.Contains(ip) {
+						pm.Kind = MissIPBlockExcept
+						pm.Detail = fmt.Sprintf("ipBlock %s excepts %s (%s)", c.ipb.cidr, e, ip)
+						return pm, 2
+					}
+				}
+			}
+		}
+		pm.Kind = MissIPBlock
+		pm.Detail = fmt.Sprintf("ipBlock %s does not contain %s", c.ipb, joinAddrs(peer.ips))
+		return pm, 3
+	}
+	if peer.kind != EndpointPod {
+		pm.Kind = MissNotAPod
+		if peer.kind == EndpointHostNetwork {
+			pm.Detail = fmt.Sprintf("selects pods, but %s is a host-network pod (only ipBlock peers match its node address)", podName(peer.pod))
+		} else {
+			pm.Detail = fmt.Sprintf("selects pods, but %s is not a pod", joinAddrs(peer.ips))
+		}
+		return pm, 4
+	}
+	d := 0
+	var parts []string
+	if c.nsSel == nil {
+		if peer.pod.Namespace != cp.ns {
+			pm.NamespaceWant = []string{"namespace " + cp.ns}
+			parts = append(parts, fmt.Sprintf("wants pods of namespace %s (the policy's own)", cp.ns))
+			d += 3
+		}
+	} else if f := c.nsSel.failing(peer.ns.labels); len(f) > 0 {
+		pm.NamespaceWant = quoteReqs(f)
+		parts = append(parts, fmt.Sprintf("wants namespace labels %s", strings.Join(pm.NamespaceWant, ",")))
+		d += len(f)
+	}
+	if c.podSel != nil {
+		if f := c.podSel.failing(peer.pod.Labels); len(f) > 0 {
+			pm.PodWant = quoteReqs(f)
+			parts = append(parts, fmt.Sprintf("wants %s", strings.Join(pm.PodWant, ",")))
+			d += len(f)
+		}
+	}
+	pm.Kind = MissPodLabels
+	if len(pm.NamespaceWant) > 0 {
+		pm.Kind = MissNamespace
+	}
+	pm.Detail = strings.Join(parts, " and ")
+	return pm, d
+}
+
+func portMiss(j int, c *compiledPort, q *query) (PortMiss, int) {
+	pm := PortMiss{Index: j}
+	if c.proto != q.proto {
+		pm.Kind = MissProtocol
+		pm.Detail = fmt.Sprintf("allows %s only", c)
+		return pm, 3
+	}
+	switch {
+	case c.named != "":
+		if q.dst.pod == nil {
+			pm.Kind = MissNamedPort
+			pm.Detail = fmt.Sprintf("allows named port %q, which cannot be resolved: the destination %s is not a pod", c.named, joinAddrs(q.dst.ips))
+			return pm, 2
+		}
+		n, ok := namedPort(q.dst.pod, c.named, c.proto)
+		if !ok {
+			pm.Kind = MissNamedPort
+			pm.Detail = fmt.Sprintf("allows named port %q, but %s declares no %s container port of that name", c.named, podName(q.dst.pod), c.proto)
+			return pm, 2
+		}
+		pm.Kind = MissNamedPortValue
+		pm.Detail = fmt.Sprintf("allows named port %q, which is %s %d on %s", c.named, c.proto, n, podName(q.dst.pod))
+		return pm, 1
+	case c.endPort != 0:
+		pm.Kind = MissPortRange
+		pm.Detail = fmt.Sprintf("allows ports %d-%d", c.port, c.endPort)
+		return pm, 1
+	}
+	pm.Kind = MissPort
+	pm.Detail = fmt.Sprintf("allows port %d", c.port)
+	return pm, 1
+}
+
+func podName(p *Pod) string {
+	if p == nil {
+		return "<none>"
+	}
+	return p.Namespace + "/" + p.Name
+}
+
+func joinAddrs(ips []netip.Addr) string {
+	if len(ips) == 0 {
+		return "<no IP>"
+	}
+	s := make([]string, len(ips))
+	for i, a := range ips {
+		s[i] = a.String()
+	}
+	sort.Strings(s)
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,334 @@
+package netpol
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// volatileLabels change on every rollout; a peer that names a workload
+// exactly must not depend on them.
+var volatileLabels = map[string]bool{
+	"pod-template-hash":        true,
+	"controller-revision-hash": true,
+	"pod-template-generation":  true,
+}
+
+func (x *Index) resolutions(dir Direction, pols []*compiledPolicy, misses []RuleMiss, q *query) []Resolution {
+	var out []Resolution
+	out = append(out, x.labelResolutions(dir, pols, q)...)
+	_, peer := q.selfPeer(dir)
+	defaultDeny := false
+	for _, cp := range pols {
+		rules := cp.rules(dir)
+		if len(rules) == 0 {
+			defaultDeny = true
+			continue
+		}
+		patched := false
+		for _, m := range misses {
+			if m.Namespace != cp.ns || m.Name != cp.name || m.Index < 0 || (m.Peer == nil) == (m.Port == nil) {
+				continue
+			}
+			var w yamlWriter
+			res := Resolution{Kind: ResolutionPatchRule, Policy: m.PolicyRef}
+			if m.Port != nil {
+				res.Path = m.Rule + ".ports"
+				w.port(0, q)
+				res.Summary = fmt.Sprintf("add %s %d to the ports of rule %s of NetworkPolicy %s", q.proto, q.port, m.Rule, cp.ref(dir))
+			} else {
+				res.Path = m.Rule + "." + peerField(dir)
+				w.peer(0, cp.ns, peer)
+				res.Summary = fmt.Sprintf("add %s to the %s peers of rule %s of NetworkPolicy %s", describePeer(peer), peerField(dir), m.Rule, cp.ref(dir))
+			}
+			res.YAML = w.String()
+			out = append(out, res)
+			patched = true
+			break
+		}
+		if !patched {
+			var w yamlWriter
+			w.rule(0, dir, cp.ns, peer, q)
+			out = append(out, Resolution{
+				Kind:    ResolutionAddRule,
+				Policy:  cp.ref(dir),
+				Path:    "spec." + dir.field(),
+				YAML:    w.String(),
+				Summary: fmt.Sprintf("append a rule admitting %s on %s %d to spec.%s of NetworkPolicy %s", describePeer(peer), q.proto, q.port, dir.field(), cp.ref(dir)),
+			})
+		}
+	}
+	if defaultDeny {
+		out = append(out, newPolicyResolution(dir, q))
+	}
+	return out
+}
+
+// labelResolutions finds the smallest label edits of the peer pod (the
+// client for Ingress, the server for Egress) and its namespace that make a
+// rule admit the flow. Each candidate is checked by evaluating the flow again
+// with the edited labels, so an edit that would also isolate the peer in the
+// other direction is dropped.
+func (x *Index) labelResolutions(dir Direction, pols []*compiledPolicy, q *query) []Resolution {
+	_, peer := q.selfPeer(dir)
+	if peer.kind != EndpointPod {
+		return nil
+	}
+	other := Ingress
+	if dir == Ingress {
+		other = Egress
+	}
+	otherAllowed := x.allowed(other, q)
+	type cand struct {
+		res  Resolution
+		cost int
+	}
+	var cands []cand
+	seen := map[string]bool{}
+	for _, cp := range pols {
+		for i, r := range cp.rules(dir) {
+			if len(r.ports) > 0 {
+				ok := false
+				for j := range r.ports {
+					if portMatches(&r.ports[j], q) {
+						ok = true
+						break
+					}
+				}
+				if !ok {
+					continue
+				}
+			}
+			for j := range r.peers {
+				c := &r.peers[j]
+				if c.ipb != nil || (c.nsSel == nil && peer.pod.Namespace != cp.ns) {
+					continue
+				}
+				var podFix, nsFix LabelChange
+				ok := true
+				if c.podSel != nil {
+					podFix, ok = c.podSel.labelFix(peer.pod.Labels)
+				}
+				if ok && c.nsSel != nil {
+					nsFix, ok = c.nsSel.labelFix(peer.ns.labels)
+					if _, touches := nsFix.Set[namespaceNameLabel]; touches || containsStr(nsFix.Remove, namespaceNameLabel) {
+						ok = false // immutable, set by the API server
+					}
+				}
+				if !ok || podFix.size()+nsFix.size() == 0 {
+					continue
+				}
+				key := podFix.String() + "|" + nsFix.String()
+				if seen[key] {
+					continue
+				}
+				seen[key] = true
+				q2 := *q
+				_, p2 := q2.selfPeer(dir)
+				p2.pod = clonePodLabels(peer.pod, podFix)
+				if nsFix.size() > 0 {
+					ns2 := *peer.ns
+					ns2.labels = applyChange(peer.ns.labels, nsFix)
+					p2.ns = &ns2
+				}
+				if !x.allowed(dir, &q2) || (otherAllowed && !x.allowed(other, &q2)) {
+					continue
+				}
+				ref := cp.ref(dir)
+				ref.Rule = ruleName(dir, i)
+				res := Resolution{Kind: ResolutionLabel, Policy: ref}
+				var what []string
+				if podFix.size() > 0 {
+					res.PodTarget, res.Pod = podName(peer.pod), podFix
+					what = append(what, fmt.Sprintf("pod %s: kubectl label pod -n %s %s %s", res.PodTarget, peer.pod.Namespace, peer.pod.Name, podFix.String()))
+				}
+				if nsFix.size() > 0 {
+					res.NamespaceTarget, res.Namespace = peer.ns.name, nsFix
+					what = append(what, fmt.Sprintf("namespace %s: kubectl label namespace %s %s", peer.ns.name, peer.ns.name, nsFix.String()))
+				}
+				role := "client"
+				if dir == Egress {
+					role = "server"
+				}
+				res.Summary = fmt.Sprintf("label the %s so that rule %s of NetworkPolicy %s admits it — %s", role, ref.Rule, cp.ref(dir), strings.Join(what, "; "))
+				cands = append(cands, cand{res, podFix.size() + 2*nsFix.size()})
+			}
+		}
+	}
+	sort.SliceStable(cands, func(i, j int) bool { return cands[i].cost < cands[j].cost })
+	out := make([]Resolution, len(cands))
+	for i, c := range cands {
+		out[i] = c.res
+	}
+	return out
+}
+
+func containsStr(l []string, s string) bool {
+	for _, v := range l {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func clonePodLabels(p *Pod, c LabelChange) *Pod {
+	cp := *p
+	cp.Labels = applyChange(p.Labels, c)
+	return &cp
+}
+
+func peerField(dir Direction) string {
+	if dir == Ingress {
+		return "from"
+	}
+	return "to"
+}
+
+func describePeer(r *resolved) string {
+	switch r.kind {
+	case EndpointPod:
+		return fmt.Sprintf("pods labelled %s in namespace %s", formatLabels(identityLabels(r.pod.Labels)), r.pod.Namespace)
+	case EndpointHostNetwork:
+		return fmt.Sprintf("host-network pod %s (%s)", podName(r.pod), joinAddrs(r.ips))
+	}
+	return joinAddrs(r.ips)
+}
+
+func identityLabels(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if !volatileLabels[k] {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func newPolicyResolution(dir Direction, q *query) Resolution {
+	self, peer := q.selfPeer(dir)
+	name := fmt.Sprintf("allow-%s-%s-%s-%d", strings.ToLower(dir.field()), dnsPart(endpointShort(peer)), strings.ToLower(string(q.proto)), q.port)
+	if len(name) > 63 {
+		name = strings.TrimRight(name[:63], "-")
+	}
+	var w yamlWriter
+	w.line(0, "apiVersion: networking.k8s.io/v1")
+	w.line(0, "kind: NetworkPolicy")
+	w.line(0, "metadata:")
+	w.line(2, "name: "+name)
+	w.line(2, "namespace: "+self.pod.Namespace)
+	w.line(0, "spec:")
+	w.selector(2, "podSelector", identityLabels(self.pod.Labels))
+	w.line(2, "policyTypes:")
+	w.line(2, "- "+string(dir))
+	w.line(2, dir.field()+":")
+	w.rule(2, dir, self.pod.Namespace, peer, q)
+	return Resolution{
+		Kind:    ResolutionNewPolicy,
+		Policy:  PolicyRef{Namespace: self.pod.Namespace, Name: name, Direction: dir, Rule: ruleName(dir, 0)},
+		YAML:    w.String(),
+		Summary: fmt.Sprintf("create NetworkPolicy %s/%s admitting %s on %s %d for %s", self.pod.Namespace, name, describePeer(peer), q.proto, q.port, podName(self.pod)),
+	}
+}
+
+func endpointShort(r *resolved) string {
+	if r.pod != nil {
+		return r.pod.Name
+	}
+	return joinAddrs(r.ips)
+}
+
+var notDNS = regexp.MustCompile(`[^a-z0-9-]+`)
+
+func dnsPart(s string) string {
+	return strings.Trim(notDNS.ReplaceAllString(strings.ToLower(s), "-"), "-")
+}
+
+// yamlWriter emits the few NetworkPolicy fragments resolutions need, with
+// stable key order, without a reflection-based encoder on the hot path.
+type yamlWriter struct{ b strings.Builder }
+
+func (w *yamlWriter) String() string { return w.b.String() }
+
+func (w *yamlWriter) line(indent int, s string) {
+	w.b.WriteString(strings.Repeat(" ", indent))
+	w.b.WriteString(s)
+	w.b.WriteByte('\n')
+}
+
+func (w *yamlWriter) selector(indent int, key string, labels map[string]string) {
+	if len(labels) == 0 {
+		w.line(indent, key+": {}")
+		return
+	}
+	w.line(indent, key+":")
+	w.line(indent+2, "matchLabels:")
+	for _, k := range sortedKeys(labels) {
+		w.line(indent+4, yamlScalar(k)+": "+yamlScalar(labels[k]))
+	}
+}
+
+// peer writes one list item selecting exactly the endpoint: a pod by its
+// namespace name and identity labels, anything else by a host-length ipBlock.
+func (w *yamlWriter) peer(indent int, policyNS string, r *resolved) {
+	if r.kind == EndpointPod {
+		first := true
+		key := func(k string) string {
+			if first {
+				first = false
+				return "- " + k
+			}
+			return "  " + k
+		}
+		if r.pod.Namespace != policyNS {
+			w.line(indent, key("namespaceSelector:"))
+			w.line(indent+4, "matchLabels:")
+			w.line(indent+6, namespaceNameLabel+": "+yamlScalar(r.pod.Namespace))
+		}
+		labels := identityLabels(r.pod.Labels)
+		if len(labels) == 0 {
+			w.line(indent, key("podSelector: {}"))
+			return
+		}
+		w.line(indent, key("podSelector:"))
+		w.line(indent+4, "matchLabels:")
+		for _, k := range sortedKeys(labels) {
+			w.line(indent+6, yamlScalar(k)+": "+yamlScalar(labels[k]))
+		}
+		return
+	}
+	w.line(indent, "- ipBlock:")
+	for i, ip := range r.ips {
+		if i > 0 {
+			w.line(indent, "- ipBlock:")
+		}
+		w.line(indent+4, "cidr: "+netip.PrefixFrom(ip, ip.BitLen()).String())
+	}
+}
+
+func (w *yamlWriter) port(indent int, q *query) {
+	w.line(indent, fmt.Sprintf("- port: %d", q.port))
+	w.line(indent+2, "protocol: "+string(q.proto))
+}
+
+func (w *yamlWriter) rule(indent int, dir Direction, policyNS string, peer *resolved, q *query) {
+	w.line(indent, "- "+peerField(dir)+":")
+	w.peer(indent+2, policyNS, peer)
+	w.line(indent+2, "ports:")
+	w.port(indent+2, q)
+}
+
+var plainScalar = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_./-]*$`)
+
+func yamlScalar(s string) string {
+	switch strings.ToLower(s) {
+	case "y", "n", "yes", "no", "true", "false", "on", "off", "null", "~":
+		return `"` + s + `"`
+	}
+	if plainScalar.MatchString(s) {
+		return s
+	}
+	return fmt.Sprintf("%q", s)
+}
