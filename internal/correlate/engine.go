@@ -1,0 +1,664 @@
+// Package correlate is the correlator: it keeps per-connection state over the
+// signals from every netns on the node, asks the pattern library whether the
+// accumulated evidence makes a diagnosis, ranks competing patterns and
+// aggregates repeats of the same cause. It is pure: time comes from the
+// signals and from Tick, so replayed recordings behave like live ones.
+package correlate
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/pattern"
+	"github.com/network-correlator/network-correlator/internal/signal"
+)
+
+// NetnsNamer names network namespaces in diagnoses (the host context provider).
+type NetnsNamer = pattern.NetnsNamer
+
+// Config of the engine. SYNTimeout, Window and MaxFlows are required; the
+// other fields take their defaults when zero.
+type Config struct {
+	// SYNTimeout: connect age from which unanswered SYNs are diagnosed.
+	SYNTimeout time.Duration
+	// Window: repeats of a cause within Window of its first emission are
+	// aggregated; packet evidence (drops, resets) is kept this long.
+	Window time.Duration
+	// MaxFlows bounds the connections tracked (and the open aggregates);
+	// the oldest is evicted beyond it.
+	MaxFlows int
+
+	// Grace: how long a pattern that deferred (a RST without the close) waits
+	// before it is asked again on a Tick. Default 200ms.
+	Grace time.Duration
+	// FlowTTL: idle time after which a connecting socket's state is dropped.
+	// Default 150s, longer than the kernel's ~135s SYN retry span.
+	FlowTTL time.Duration
+	// MaxEvidence bounds the evidence list of an aggregate. Default 16.
+	MaxEvidence int
+	// NetnsNamer may be nil: namespaces then print as "netns:<inode>".
+	NetnsNamer NetnsNamer
+	// Patterns overrides the library (tests); nil = pattern.Default(SYNTimeout).
+	Patterns []pattern.Pattern
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{SYNTimeout: time.Second, Window: 30 * time.Second, MaxFlows: 16384}
+}
+
+// Validate reports the first invalid field by name.
+func (c Config) Validate() error {
+	var errs []error
+	req := func(name string, d time.Duration) {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be > 0, got %v", name, d))
+		}
+	}
+	opt := func(name string, d time.Duration) {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s must be >= 0 (0 = default), got %v", name, d))
+		}
+	}
+	req("syn_timeout", c.SYNTimeout)
+	req("window", c.Window)
+	if c.MaxFlows <= 0 {
+		errs = append(errs, fmt.Errorf("max_flows must be > 0, got %d", c.MaxFlows))
+	}
+	opt("grace", c.Grace)
+	opt("flow_ttl", c.FlowTTL)
+	if c.MaxEvidence < 0 {
+		errs = append(errs, fmt.Errorf("max_evidence must be >= 0 (0 = default), got %d", c.MaxEvidence))
+	}
+	if len(c.Patterns) > maxPatterns {
+		errs = append(errs, fmt.Errorf("patterns: at most %d, got %d", maxPatterns, len(c.Patterns)))
+	}
+	for i, p := range c.Patterns {
+		if p == nil {
+			errs = append(errs, fmt.Errorf("patterns[%d] is nil", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stats are the engine's counters.
+type Stats struct {
+	Signals uint64 // observed
+	Ignored uint64 // wanted by no pattern and no state for the connection (noise)
+	// Diagnoses handed to emit: first occurrences plus aggregate updates.
+	Diagnoses        uint64
+	AggregateUpdates uint64 // of Diagnoses, re-emitted aggregates
+	Aggregated       uint64 // repeats of a cause counted into an open aggregate, not emitted
+	FollowUps        uint64 // later signals of an already diagnosed connection (e.g. SYN retries)
+	FlowsTracked     int    // connections held now
+	OpenAggregates   int    // aggregates held now
+	Evicted          uint64 // connections dropped because MaxFlows was reached
+	Expired          uint64 // connections dropped after idling
+	// AggregatesEvicted: aggregates closed early because MaxFlows of them were open.
+	AggregatesEvicted uint64
+	// Invalid: diagnoses a pattern built that failed Validate (a bug; not emitted).
+	Invalid     uint64
+	LastInvalid string
+}
+
+const (
+	maxPatterns = 16
+	maxSock     = 6 // socket signals kept per connection
+	maxPkt      = 6 // drops / sent resets kept per connection
+)
+
+// connKey is the 5-tuple in a canonical order, so both directions (and the
+// client's and server's netns) find the same state. NAT is not undone here.
+type connKey struct {
+	a, b   netip.Addr
+	ap, bp uint16
+	proto  uint8
+}
+
+func keyOf(f signal.Flow) connKey {
+	c := f.Src.Compare(f.Dst)
+	if c < 0 || c == 0 && f.SrcPort <= f.DstPort {
+		return connKey{f.Src, f.Dst, f.SrcPort, f.DstPort, f.Proto}
+	}
+	return connKey{f.Dst, f.Src, f.DstPort, f.SrcPort, f.Proto}
+}
+
+// aggKey: pattern + cause + destination + the netns of the cause. The
+// client's ephemeral port is not part of it, so a hundred refused connects
+// to one port are one diagnosis.
+type aggKey struct {
+	pattern diagnosis.Pattern
+	cause   string
+	dst     netip.AddrPort
+	where   uint64
+}
+
+func (k aggKey) String() string {
+	return fmt.Sprintf("%s/%s/%s/netns:%d", k.pattern, k.cause, k.dst, k.where)
+}
+
+type diagRef struct {
+	set bool
+	key aggKey
+}
+
+type flowState struct {
+	key      connKey
+	flow     signal.Flow
+	oriented bool
+	client   pattern.Netns
+	sock     [maxSock]signal.Signal
+	nsock    int
+	pkt      [maxPkt]signal.Signal
+	npkt     int
+	retr     pattern.Retransmits
+	last     time.Time
+
+	pending    bool
+	pendingDue time.Time
+	gen        uint64
+
+	diag [maxPatterns]diagRef
+
+	list       *flowList
+	prev, next *flowState
+}
+
+// flowList is an intrusive LRU list: front = most recently touched.
+type flowList struct {
+	head, tail *flowState
+	n          int
+	ttl        time.Duration
+}
+
+func (l *flowList) pushFront(f *flowState) {
+	f.list, f.prev, f.next = l, nil, l.head
+	if l.head != nil {
+		l.head.prev = f
+	} else {
+		l.tail = f
+	}
+	l.head = f
+	l.n++
+}
+
+func (l *flowList) remove(f *flowState) {
+	if f.prev != nil {
+		f.prev.next = f.next
+	} else {
+		l.head = f.next
+	}
+	if f.next != nil {
+		f.next.prev = f.prev
+	} else {
+		l.tail = f.prev
+	}
+	f.list, f.prev, f.next = nil, nil, nil
+	l.n--
+}
+
+type aggregate struct {
+	key       aggKey
+	d         diagnosis.Diagnosis
+	windowEnd time.Time
+	emitted   int // Count when last emitted
+	changed   bool
+	followUps int
+	omitted   int
+	closed    bool
+}
+
+type pendingRef struct {
+	f   *flowState
+	gen uint64
+}
+
+type match struct {
+	idx int
+	v   pattern.Verdict
+}
+
+// Engine correlates signals into diagnoses. Observe and Tick must be called
+// from one goroutine; emit is called synchronously from them.
+type Engine struct {
+	cfg      Config
+	patterns []pattern.Pattern
+	emit     func(diagnosis.Diagnosis)
+
+	flows map[connKey]*flowState
+	// conns: connections with a socket signal (long TTL); packets: only
+	// drops/resets seen (TTL Window, evicted first).
+	conns, packets flowList
+	free           []*flowState
+	gen            uint64
+
+	aggs   map[aggKey]*aggregate
+	aggQ   []*aggregate // in window-end order (windows have one length)
+	aggQHd int
+
+	pending []pendingRef
+
+	ev      pattern.Evidence
+	trigger signal.Signal
+	matches [maxPatterns]match
+	stats   Stats
+}
+
+// New validates cfg and returns an engine that hands diagnoses to emit.
+func New(cfg Config, emit func(diagnosis.Diagnosis)) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("correlator config: %w", err)
+	}
+	if emit == nil {
+		return nil, errors.New("correlator: emit func is nil")
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = 200 * time.Millisecond
+	}
+	if cfg.FlowTTL == 0 {
+		cfg.FlowTTL = 150 * time.Second
+	}
+	if cfg.MaxEvidence == 0 {
+		cfg.MaxEvidence = 16
+	}
+	ps := cfg.Patterns
+	if ps == nil {
+		ps = pattern.Default(cfg.SYNTimeout)
+	}
+	e := &Engine{
+		cfg:      cfg,
+		patterns: ps,
+		emit:     emit,
+		flows:    make(map[connKey]*flowState),
+		aggs:     make(map[aggKey]*aggregate),
+	}
+	e.conns.ttl = cfg.FlowTTL
+	e.packets.ttl = cfg.Window
+	e.ev.Namer = cfg.NetnsNamer
+	return e, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (e *Engine) Stats() Stats {
+	s := e.stats
+	s.FlowsTracked = len(e.flows)
+	s.OpenAggregates = len(e.aggs)
+	return s
+}
+
+// socketSide: signals that come from the connection's own socket.
+func socketSide(k signal.Kind) bool {
+	return k == signal.KindStateChange || k == signal.KindRetransmit || k == signal.KindResetReceived
+}
+
+// Observe feeds one signal.
+func (e *Engine) Observe(s signal.Signal) {
+	e.stats.Signals++
+	k := keyOf(s.Flow)
+	f := e.flows[k]
+	if f == nil {
+		if !e.wanted(&s) {
+			e.stats.Ignored++
+			return
+		}
+		f = e.newFlow(k, &s)
+	}
+	e.record(f, &s)
+	e.trigger = s
+	e.evaluate(f, &e.trigger, s.Time)
+	// The client socket left SYN_SENT or closed: this connection is decided.
+	if s.Kind == signal.KindStateChange && s.Flow == f.flow &&
+		(s.OldState == signal.StateSynSent || s.State == signal.StateClose) {
+		e.removeFlow(f)
+	}
+}
+
+func (e *Engine) wanted(s *signal.Signal) bool {
+	for _, p := range e.patterns {
+		if p.Wants(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) newFlow(k connKey, s *signal.Signal) *flowState {
+	if len(e.flows) >= e.cfg.MaxFlows {
+		victim := e.packets.tail
+		if victim == nil {
+			victim = e.conns.tail
+		}
+		if victim != nil {
+			e.stats.Evicted++
+			if victim.pending {
+				// Decide a deferred connection rather than lose it.
+				e.evaluate(victim, nil, victim.pendingDue)
+			}
+			e.removeFlow(victim)
+		}
+	}
+	var f *flowState
+	if n := len(e.free); n > 0 {
+		f = e.free[n-1]
+		e.free = e.free[:n-1]
+	} else {
+		f = new(flowState)
+	}
+	e.gen++
+	f.key, f.flow, f.gen, f.last = k, s.Flow, e.gen, s.Time
+	e.flows[k] = f
+	e.packets.pushFront(f)
+	return f
+}
+
+func (e *Engine) removeFlow(f *flowState) {
+	if e.flows[f.key] == f {
+		delete(e.flows, f.key)
+	}
+	if f.list != nil {
+		f.list.remove(f)
+	}
+	// Zeroing drops the strings held by kept signals and the generation, so
+	// stale pending references to a recycled state are recognised.
+	*f = flowState{}
+	e.free = append(e.free, f)
+}
+
+// keep appends s to a bounded buffer, keeping the first n-1 and the latest.
+func keep(buf []signal.Signal, n *int, s *signal.Signal) {
+	if *n < len(buf) {
+		buf[*n] = *s
+		*n++
+		return
+	}
+	buf[len(buf)-1] = *s
+}
+
+func (e *Engine) record(f *flowState, s *signal.Signal) {
+	if s.Time.After(f.last) {
+		f.last = s.Time
+	}
+	switch {
+	case s.Kind == signal.KindRetransmit && s.State == signal.StateSynSent:
+		r := &f.retr
+		if r.Count == 0 {
+			r.First = *s
+		}
+		r.Last = *s
+		r.Count++
+		switch s.Err {
+		case -pattern.EPERM:
+			r.EPERM++
+		case -pattern.EBUSY:
+			r.EBUSY++
+		}
+	case socketSide(s.Kind):
+		keep(f.sock[:], &f.nsock, s)
+	default:
+		keep(f.pkt[:], &f.npkt, s)
+	}
+	// SYN_SENT signals come from the client socket: they fix the orientation
+	// and the client's netns. A SYN's own direction is client -> server too.
+	clientSock := (s.Kind == signal.KindRetransmit && s.State == signal.StateSynSent) ||
+		(s.Kind == signal.KindResetReceived && s.State == signal.StateSynSent) ||
+		(s.Kind == signal.KindStateChange && (s.OldState == signal.StateSynSent || s.State == signal.StateSynSent))
+	switch {
+	case clientSock:
+		f.flow, f.oriented = s.Flow, true
+		f.client = pattern.NetnsOf(s)
+	case !f.oriented && s.Kind == signal.KindDrop && pattern.IsSYN(s.TCPFlags):
+		f.flow, f.oriented = s.Flow, true
+	}
+	// Move to the long-lived list once the connection's socket is seen.
+	target := &e.packets
+	if f.oriented && f.client.Known() || socketSide(s.Kind) || f.list == &e.conns {
+		target = &e.conns
+	}
+	if f.list != nil {
+		f.list.remove(f)
+	}
+	target.pushFront(f)
+}
+
+func (e *Engine) fillEvidence(f *flowState, trigger *signal.Signal, now time.Time) *pattern.Evidence {
+	ev := &e.ev
+	ev.Flow, ev.Oriented, ev.Client = f.flow, f.oriented, f.client
+	ev.Now, ev.Trigger = now, trigger
+	ev.Socket = f.sock[:f.nsock]
+	ev.Packet = f.pkt[:f.npkt]
+	ev.SynRetrans = f.retr
+	return ev
+}
+
+func (e *Engine) evaluate(f *flowState, trigger *signal.Signal, now time.Time) {
+	ev := e.fillEvidence(f, trigger, now)
+	n := 0
+	deferred := false
+	for i, p := range e.patterns {
+		v, out := p.Match(ev)
+		switch out {
+		case pattern.Match:
+			e.matches[n] = match{idx: i, v: v}
+			n++
+		case pattern.Defer:
+			deferred = true
+		}
+	}
+	switch {
+	case n > 0:
+		f.pending = false
+	case deferred && !f.pending:
+		f.pending, f.pendingDue = true, now.Add(e.cfg.Grace)
+		e.pending = append(e.pending, pendingRef{f, f.gen})
+	}
+	if n == 0 {
+		return
+	}
+	best := 0
+	for i := 1; i < n; i++ {
+		if better(e.matches[i].v, e.matches[best].v) {
+			best = i
+		}
+	}
+	e.apply(f, ev, e.matches[best], e.matches[:n], best)
+}
+
+// better ranks verdicts: confidence first, then specificity; a tie keeps the
+// earlier pattern in the library order.
+func better(a, b pattern.Verdict) bool {
+	if a.Confidence != b.Confidence {
+		return a.Confidence > b.Confidence
+	}
+	return a.Specificity > b.Specificity
+}
+
+func (e *Engine) apply(f *flowState, ev *pattern.Evidence, m match, all []match, best int) {
+	p := e.patterns[m.idx]
+	at := f.last // on a Tick: the connection's latest signal, not the tick
+	if ev.Trigger != nil {
+		at = ev.Trigger.Time
+	}
+	key := aggKey{pattern: p.ID(), cause: m.v.Cause,
+		dst: netip.AddrPortFrom(ev.Flow.Dst, ev.Flow.DstPort), where: m.v.Where.Cookie}
+	if key.where == 0 {
+		key.where = uint64(m.v.Where.Inode)
+	}
+
+	// A later signal of a connection this pattern already diagnosed (SYN
+	// retries, the final timeout): the same failure, not a new occurrence.
+	if ref := &f.diag[m.idx]; ref.set {
+		e.stats.FollowUps++
+		if a := e.aggs[ref.key]; a != nil {
+			a.followUps++
+			a.changed = true
+			a.touch(at)
+			e.addEvidence(a, ev)
+		}
+		return
+	}
+	f.diag[m.idx] = diagRef{set: true, key: key}
+
+	if a := e.aggs[key]; a != nil {
+		e.stats.Aggregated++
+		a.d.Count++
+		a.changed = true
+		a.touch(at)
+		e.addEvidence(a, ev)
+		return
+	}
+
+	d := p.Diagnose(ev, m.v)
+	if len(all) > 1 {
+		d.Details += rankNote(e.patterns, all, best)
+	}
+	if len(d.Evidence) > e.cfg.MaxEvidence {
+		d.Evidence = d.Evidence[:e.cfg.MaxEvidence]
+	}
+	d.Key = key.String()
+	d.Count = 1
+	d.FirstSeen, d.LastSeen = at, at
+	for _, x := range d.Evidence {
+		if x.Time.Before(d.FirstSeen) {
+			d.FirstSeen = x.Time
+		}
+	}
+	if err := d.Validate(); err != nil {
+		e.stats.Invalid++
+		e.stats.LastInvalid = err.Error()
+		return
+	}
+	if len(e.aggs) >= e.cfg.MaxFlows {
+		e.stats.AggregatesEvicted++
+		e.closeAggregate(e.popAggregate())
+	}
+	a := &aggregate{key: key, d: d, windowEnd: at.Add(e.cfg.Window), emitted: 1}
+	e.aggs[key] = a
+	e.aggQ = append(e.aggQ, a)
+	e.send(d)
+}
+
+func (a *aggregate) touch(t time.Time) {
+	if t.After(a.d.LastSeen) {
+		a.d.LastSeen = t
+	}
+}
+
+// addEvidence adds the trigger's fact while the aggregate has room.
+func (e *Engine) addEvidence(a *aggregate, ev *pattern.Evidence) {
+	if ev.Trigger == nil {
+		return
+	}
+	if len(a.d.Evidence) >= e.cfg.MaxEvidence {
+		a.omitted++
+		return
+	}
+	a.d.Evidence = append(a.d.Evidence, pattern.Describe(ev, ev.Trigger))
+}
+
+func rankNote(ps []pattern.Pattern, all []match, best int) string {
+	w := all[best]
+	var b strings.Builder
+	fmt.Fprintf(&b, " Ranked first of %d matching patterns (%s, confidence %.2f, specificity %d", len(all),
+		ps[w.idx].ID(), w.v.Confidence, w.v.Specificity)
+	if w.v.Why != "" {
+		b.WriteString(": " + w.v.Why)
+	}
+	b.WriteString("); also matched:")
+	for i, m := range all {
+		if i == best {
+			continue
+		}
+		fmt.Fprintf(&b, " %s/%s (confidence %.2f, specificity %d)", ps[m.idx].ID(), m.v.Cause, m.v.Confidence, m.v.Specificity)
+	}
+	b.WriteString(".")
+	return b.String()
+}
+
+func (e *Engine) send(d diagnosis.Diagnosis) {
+	e.stats.Diagnoses++
+	e.emit(d)
+}
+
+// Tick advances time: decides deferred connections whose grace passed, closes
+// aggregation windows (re-emitting an aggregate once if it grew) and expires
+// idle state. now is in the signals' clock.
+func (e *Engine) Tick(now time.Time) {
+	keepN := 0
+	for _, pr := range e.pending {
+		f := pr.f
+		if f.gen != pr.gen || !f.pending {
+			continue
+		}
+		if now.Before(f.pendingDue) {
+			e.pending[keepN] = pr
+			keepN++
+			continue
+		}
+		f.pending = false
+		e.evaluate(f, nil, now)
+	}
+	clear(e.pending[keepN:])
+	e.pending = e.pending[:keepN]
+
+	for _, l := range []*flowList{&e.packets, &e.conns} {
+		for l.tail != nil && !now.Before(l.tail.last.Add(l.ttl)) {
+			e.stats.Expired++
+			e.removeFlow(l.tail)
+		}
+	}
+
+	for e.aggQHd < len(e.aggQ) {
+		a := e.aggQ[e.aggQHd]
+		if !a.closed && now.Before(a.windowEnd) {
+			break
+		}
+		e.closeAggregate(e.popAggregate())
+	}
+}
+
+func (e *Engine) popAggregate() *aggregate {
+	for e.aggQHd < len(e.aggQ) {
+		a := e.aggQ[e.aggQHd]
+		e.aggQ[e.aggQHd] = nil
+		e.aggQHd++
+		if e.aggQHd > 1024 && e.aggQHd*2 > len(e.aggQ) {
+			n := copy(e.aggQ, e.aggQ[e.aggQHd:])
+			clear(e.aggQ[n:])
+			e.aggQ, e.aggQHd = e.aggQ[:n], 0
+		}
+		if !a.closed {
+			return a
+		}
+	}
+	return nil
+}
+
+func (e *Engine) closeAggregate(a *aggregate) {
+	if a == nil {
+		return
+	}
+	a.closed = true
+	if e.aggs[a.key] == a {
+		delete(e.aggs, a.key)
+	}
+	if !a.changed {
+		return
+	}
+	d := a.d
+	d.Evidence = append([]diagnosis.Evidence(nil), a.d.Evidence...)
+	d.Details += fmt.Sprintf(" Aggregated: %d occurrence(s) from %s to %s", d.Count,
+		d.FirstSeen.Format(time.RFC3339Nano), d.LastSeen.Format(time.RFC3339Nano))
+	if a.followUps > 0 {
+		d.Details += fmt.Sprintf("; %d later signal(s) of already diagnosed connections", a.followUps)
+	}
+	if a.omitted > 0 {
+		d.Details += fmt.Sprintf("; %d evidence entries omitted", a.omitted)
+	}
+	d.Details += "."
+	e.stats.AggregateUpdates++
+	e.send(d)
+}
