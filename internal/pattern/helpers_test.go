@@ -28,7 +28,7 @@ var fixtureNames = namer{clientInode: "client", serverInode: "server", hostInode
 // replayFixture runs a recorded fixture through the correlator with the given
 // patterns (nil = the whole library) and returns every emitted diagnosis,
 // failing the test on any that does not validate.
-func replayFixture(t *testing.T, name string, ps []pattern.Pattern) ([]diagnosis.Diagnosis, correlate.Stats) {
+func replayFixture(t *testing.T, name string, ps []pattern.Pattern, mods ...func(*correlate.Config)) ([]diagnosis.Diagnosis, correlate.Stats) {
 	t.Helper()
 	f, err := os.Open(filepath.Join("..", "..", "testdata", "replay", name))
 	if err != nil {
@@ -38,6 +38,9 @@ func replayFixture(t *testing.T, name string, ps []pattern.Pattern) ([]diagnosis
 	cfg := correlate.DefaultConfig()
 	cfg.NetnsNamer = fixtureNames
 	cfg.Patterns = ps
+	for _, m := range mods {
+		m(&cfg)
+	}
 	var out []diagnosis.Diagnosis
 	e, err := correlate.New(cfg, func(d diagnosis.Diagnosis) {
 		if err := d.Validate(); err != nil {

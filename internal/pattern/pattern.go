@@ -116,9 +116,9 @@ type Pattern interface {
 }
 
 // Default returns the library with its defaults; synTimeout is the connect
-// age from which unanswered SYNs are diagnosed.
+// age from which unanswered SYNs are diagnosed (see SYNDropped).
 func Default(synTimeout time.Duration) []Pattern {
-	return []Pattern{ConnectionRefused{}}
+	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: synTimeout}}
 }
 
 // Errno values seen in sk_err and hook return codes (Linux, all architectures
