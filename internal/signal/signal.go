@@ -180,8 +180,14 @@ type Signal struct {
 	DropReason string
 	// DropLocation is the kernel function that freed the skb (e.g. "nft_do_chain").
 	DropLocation string
-	// Retransmits is the socket's retransmit count at a retransmit
-	// (icsk_retransmits: 0 on the first retransmission of the SYN).
+	// ResetReason is the kernel's sk_rst_reason name without the
+	// SK_RST_REASON_ prefix for a sent reset (e.g. "NO_SOCKET"), when the
+	// kernel reports one (6.10+).
+	ResetReason string
+	// Retransmits is the socket's timeout-retransmission count at a
+	// retransmit (icsk_retransmits). The kernel counts before sending, so
+	// the first SYN retransmission reports 1 (measured on 6.18); fast
+	// retransmits (not timer driven) report 0.
 	Retransmits uint32
 	// SockCookie identifies the socket across signals when the kernel gives one.
 	SockCookie uint64

@@ -1,0 +1,463 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//go:build ignore
+
+/*
+ * network-correlator kernel probes: tracepoints (tp_btf) that see TCP
+ * connection failures and the kernel's own drop records. Everything a
+ * successful connection produces is filtered out here, before the ring
+ * buffer, so the success path costs one or two comparisons per hook call.
+ */
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ICMPV6 58
+
+/* include/net/tcp_states.h (kernel ABI). */
+#define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
+
+/* Record kinds; the same numbers as signal.Kind in Go. */
+enum nc_kind {
+	NC_KIND_STATE_CHANGE = 1,
+	NC_KIND_RETRANSMIT = 2,
+	NC_KIND_RESET_RECEIVED = 3,
+	NC_KIND_RESET_SENT = 4,
+	NC_KIND_DROP = 5,
+};
+
+/* nc_event.flags */
+#define NC_F_FLOW 0x01   /* addresses/ports are valid */
+#define NC_F_REASON 0x02 /* reason is valid */
+#define NC_F_ERR 0x04    /* err is valid */
+#define NC_F_SOCK 0x08   /* a socket was attached (state, cookie) */
+
+/* Drop reason modes (values of the drop_reasons maps). */
+#define NC_DROP_ALWAYS 1
+#define NC_DROP_AT_LOCATION 2 /* only when the location is in drop_locations */
+
+/*
+ * One fixed-size ring buffer record. Integers are host-endian, ports in host
+ * order, addresses in network order (IPv4 in the first 4 bytes).
+ */
+struct nc_event {
+	__u64 ts_ns;        /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 netns_cookie; /* net->net_cookie */
+	__u64 sock_cookie;  /* bpf_get_socket_cookie, 0 without socket */
+	__u64 location;     /* kfree_skb: address inside the freeing function */
+	__u32 netns_inum;   /* net->ns.inum */
+	__u32 ifindex;
+	__u32 pid;          /* tgid of the current task */
+	__u32 reason;       /* skb_drop_reason or sk_rst_reason value */
+	__s32 sk_err;
+	__s32 err;
+	__u32 retransmits;  /* icsk_retransmits */
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u8 kind;
+	__u8 family;        /* AF_INET / AF_INET6, 0 when unknown */
+	__u8 state;
+	__u8 old_state;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 flags;
+	__u8 _pad;
+	char comm[16];
+	char dev[16];
+};
+
+/* Makes the struct part of the BTF so bpf2go can export it (-type nc_event). */
+const struct nc_event *const unused_nc_event __attribute__((unused)) = 0;
+
+struct loc_range {
+	__u64 lo;
+	__u64 hi;
+};
+
+#define NC_CORE_REASONS 1024
+#define NC_MAX_LOCATIONS 4
+
+/* Size is set by the loader from the configuration. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+/* Records that did not fit in the ring buffer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* Drop reasons to report, filled by the loader from the kernel BTF enum
+ * skb_drop_reason. Core reasons index the array; subsystem reasons (upper
+ * 16 bits set) go to the hash. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NC_CORE_REASONS);
+	__type(key, __u32);
+	__type(value, __u8);
+} drop_reasons SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u8);
+} drop_reasons_ext SEC(".maps");
+
+/* Function address ranges where NC_DROP_AT_LOCATION reasons count. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NC_MAX_LOCATIONS);
+	__type(key, __u32);
+	__type(value, struct loc_range);
+} drop_locations SEC(".maps");
+
+/* Tracepoint argument lists differ between kernel versions; the loader sets
+ * these from the kernel BTF so the verifier never sees an access past the
+ * real arguments. */
+const volatile bool kfree_skb_has_rx_sk = true;
+const volatile bool tcp_send_reset_has_reason = true;
+const volatile bool tcp_retransmit_skb_has_err = true;
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void submit(struct nc_event *e)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	e->ts_ns = bpf_ktime_get_ns();
+	e->pid = id >> 32;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+		count_lost();
+}
+
+static __always_inline void fill_netns(struct nc_event *e, struct net *net)
+{
+	if (!net || e->netns_cookie)
+		return;
+	e->netns_cookie = BPF_CORE_READ(net, net_cookie);
+	e->netns_inum = BPF_CORE_READ(net, ns.inum);
+}
+
+/* Addresses, ports, state, netns and cookie of a socket. The flow is the
+ * socket's own view: source = local end. */
+static __always_inline void fill_sock(struct nc_event *e, struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	e->flags |= NC_F_SOCK;
+	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	fill_netns(e, BPF_CORE_READ(sk, __sk_common.skc_net.net));
+	if (e->flags & NC_F_FLOW)
+		return;
+	e->proto = IPPROTO_TCP;
+	e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		__be32 a;
+
+		e->family = AF_INET;
+		a = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__builtin_memcpy(e->saddr, &a, 4);
+		a = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(e->daddr, &a, 4);
+		e->flags |= NC_F_FLOW;
+	} else if (family == AF_INET6) {
+		e->family = AF_INET6;
+		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+		e->flags |= NC_F_FLOW;
+	}
+}
+
+/* The device a packet is on: ifindex, name and its netns. */
+static __always_inline void fill_dev(struct nc_event *e, struct net_device *dev)
+{
+	if (!dev)
+		return;
+	e->ifindex = BPF_CORE_READ(dev, ifindex);
+	BPF_CORE_READ_STR_INTO(&e->dev, dev, name);
+	fill_netns(e, BPF_CORE_READ(dev, nd_net.net));
+}
+
+/*
+ * Parses the IPv4/IPv6 header at skb->head + network_header and the L4 header
+ * right after it (computed from the IP header, not transport_header, which is
+ * not yet set where ip_rcv_core drops). Only TCP, UDP, ICMP and ICMPv6 count;
+ * anything else returns -1. IPv6 extension headers are not walked.
+ */
+static __always_inline int parse_packet(struct sk_buff *skb, struct nc_event *e)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	unsigned char *l3, *l4;
+	__u8 l4proto, b0;
+	bool first_frag = true;
+
+	if (!head || nh == (__u16)~0U)
+		return -1;
+	if (proto != ETH_P_IP && proto != ETH_P_IPV6 && proto != 0)
+		return -1;
+	l3 = head + nh;
+	if (bpf_probe_read_kernel(&b0, 1, l3))
+		return -1;
+
+	if (b0 >> 4 == 4 && proto != ETH_P_IPV6) {
+		__u8 ip[20];
+		__u32 ihl;
+
+		if (bpf_probe_read_kernel(ip, sizeof(ip), l3))
+			return -1;
+		ihl = (ip[0] & 0x0f) * 4;
+		if (ihl < 20)
+			return -1;
+		l4proto = ip[9];
+		first_frag = ((ip[6] & 0x1f) | ip[7]) == 0;
+		__builtin_memcpy(e->saddr, &ip[12], 4);
+		__builtin_memcpy(e->daddr, &ip[16], 4);
+		e->family = AF_INET;
+		l4 = l3 + ihl;
+	} else if (b0 >> 4 == 6 && proto != ETH_P_IP) {
+		__u8 ip6[40];
+
+		if (bpf_probe_read_kernel(ip6, sizeof(ip6), l3))
+			return -1;
+		l4proto = ip6[6];
+		__builtin_memcpy(e->saddr, &ip6[8], 16);
+		__builtin_memcpy(e->daddr, &ip6[24], 16);
+		e->family = AF_INET6;
+		l4 = l3 + 40;
+	} else {
+		return -1;
+	}
+
+	switch (l4proto) {
+	case IPPROTO_TCP:
+		if (first_frag) {
+			__u8 th[14];
+
+			if (bpf_probe_read_kernel(th, sizeof(th), l4))
+				return -1;
+			e->sport = (__u16)th[0] << 8 | th[1];
+			e->dport = (__u16)th[2] << 8 | th[3];
+			e->tcp_flags = th[13];
+		}
+		break;
+	case IPPROTO_UDP:
+		if (first_frag) {
+			__u8 uh[4];
+
+			if (bpf_probe_read_kernel(uh, sizeof(uh), l4))
+				return -1;
+			e->sport = (__u16)uh[0] << 8 | uh[1];
+			e->dport = (__u16)uh[2] << 8 | uh[3];
+		}
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		break;
+	default:
+		return -1;
+	}
+	e->proto = l4proto;
+	e->flags |= NC_F_FLOW;
+	return 0;
+}
+
+static __always_inline bool location_allowed(__u64 loc)
+{
+	for (__u32 i = 0; i < NC_MAX_LOCATIONS; i++) {
+		__u32 k = i;
+		struct loc_range *r = bpf_map_lookup_elem(&drop_locations, &k);
+
+		if (r && r->lo && loc >= r->lo && loc < r->hi)
+			return true;
+	}
+	return false;
+}
+
+/* A socket moved to CLOSE: report only failed connects (from SYN_SENT, any
+ * sk_err, including 0 when an ICMP error landed during connect) and closes
+ * with an error from any other state. */
+SEC("tp_btf/inet_sock_set_state")
+int on_inet_sock_set_state(u64 *ctx)
+{
+	struct sock *sk = (void *)ctx[0];
+	int oldstate = (int)ctx[1];
+	int newstate = (int)ctx[2];
+	struct nc_event e = {};
+	int sk_err;
+
+	if (newstate != TCP_CLOSE)
+		return 0;
+	sk_err = sk->sk_err;
+	if (oldstate != TCP_SYN_SENT && sk_err == 0)
+		return 0;
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+
+	e.kind = NC_KIND_STATE_CHANGE;
+	e.sk_err = sk_err;
+	fill_sock(&e, sk);
+	e.old_state = oldstate;
+	e.state = newstate;
+	e.sock_cookie = bpf_get_socket_cookie(sk);
+	submit(&e);
+	return 0;
+}
+
+/* Every retransmission is a failure symptom (SYN unanswered, data or FIN
+ * unacknowledged). */
+SEC("tp_btf/tcp_retransmit_skb")
+int on_tcp_retransmit_skb(u64 *ctx)
+{
+	struct sock *sk = (void *)ctx[0];
+	struct sk_buff *skb = (void *)ctx[1];
+	struct nc_event e = {};
+
+	e.kind = NC_KIND_RETRANSMIT;
+	if (tcp_retransmit_skb_has_err) {
+		e.err = (int)ctx[2];
+		e.flags |= NC_F_ERR;
+	}
+	fill_sock(&e, sk);
+	e.retransmits = BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits);
+	if (skb) {
+		struct tcp_skb_cb *cb = (void *)&skb->cb[0];
+
+		e.tcp_flags = BPF_CORE_READ(cb, tcp_flags);
+	}
+	e.sock_cookie = bpf_get_socket_cookie(sk);
+	submit(&e);
+	return 0;
+}
+
+/* A RST arrived on a socket (SYN_SENT: connection refused). */
+SEC("tp_btf/tcp_receive_reset")
+int on_tcp_receive_reset(u64 *ctx)
+{
+	struct sock *sk = (void *)ctx[0];
+	struct nc_event e = {};
+
+	e.kind = NC_KIND_RESET_RECEIVED;
+	e.tcp_flags = 0x04;
+	fill_sock(&e, sk);
+	e.sock_cookie = bpf_get_socket_cookie(sk);
+	submit(&e);
+	return 0;
+}
+
+/* This host sent a RST. With the triggering segment (skb) the flow is that
+ * segment reversed, i.e. the RST's own direction, and tcp_flags are the
+ * triggering segment's flags (SYN: nobody listens; ACK/PSH: the peer lost
+ * the connection). Without it (active reset) the socket gives the flow. */
+SEC("tp_btf/tcp_send_reset")
+int on_tcp_send_reset(u64 *ctx)
+{
+	struct sock *sk = (void *)ctx[0];
+	struct sk_buff *skb = (void *)ctx[1];
+	struct nc_event e = {};
+
+	e.kind = NC_KIND_RESET_SENT;
+	if (tcp_send_reset_has_reason) {
+		e.reason = (__u32)ctx[2];
+		e.flags |= NC_F_REASON;
+	}
+	if (skb && parse_packet(skb, &e) == 0) {
+		__u8 a[16];
+		__u16 p = e.sport;
+
+		__builtin_memcpy(a, e.saddr, 16);
+		__builtin_memcpy(e.saddr, e.daddr, 16);
+		__builtin_memcpy(e.daddr, a, 16);
+		e.sport = e.dport;
+		e.dport = p;
+		fill_dev(&e, BPF_CORE_READ(skb, dev));
+	}
+	if (sk) {
+		fill_sock(&e, sk);
+		e.sock_cookie = bpf_get_socket_cookie(sk);
+	}
+	if (!(e.flags & NC_F_FLOW))
+		return 0;
+	submit(&e);
+	return 0;
+}
+
+/* The kernel freed a packet with a drop reason. Only reasons the loader
+ * put in drop_reasons, and only TCP/UDP/ICMP packets, reach user space. */
+SEC("tp_btf/kfree_skb")
+int on_kfree_skb(u64 *ctx)
+{
+	struct sk_buff *skb = (void *)ctx[0];
+	__u64 location = ctx[1];
+	__u32 reason = (__u32)ctx[2];
+	struct sock *sk;
+	struct nc_event e = {};
+	__u8 *mode;
+
+	if (reason < NC_CORE_REASONS)
+		mode = bpf_map_lookup_elem(&drop_reasons, &reason);
+	else
+		mode = bpf_map_lookup_elem(&drop_reasons_ext, &reason);
+	if (!mode || !*mode)
+		return 0;
+	if (*mode == NC_DROP_AT_LOCATION && !location_allowed(location))
+		return 0;
+	if (parse_packet(skb, &e))
+		return 0;
+
+	e.kind = NC_KIND_DROP;
+	e.reason = reason;
+	e.flags |= NC_F_REASON;
+	e.location = location;
+	/* netns: the device, else the packet's socket, else the receiving
+	 * socket (skb->dev is NULL at LOCAL_OUT and in tcp_v4_do_rcv). */
+	fill_dev(&e, BPF_CORE_READ(skb, dev));
+	sk = BPF_CORE_READ(skb, sk);
+	if (sk) {
+		e.state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		fill_netns(&e, BPF_CORE_READ(sk, __sk_common.skc_net.net));
+		/* skb->sk is an RCU pointer the cookie helper refuses: take the
+		 * cookie if the socket already has one. */
+		e.sock_cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		e.flags |= NC_F_SOCK;
+	} else if (kfree_skb_has_rx_sk) {
+		struct sock *rx_sk = (void *)ctx[3];
+
+		if (rx_sk) {
+			e.state = BPF_CORE_READ(rx_sk, __sk_common.skc_state);
+			fill_netns(&e, BPF_CORE_READ(rx_sk, __sk_common.skc_net.net));
+			e.sock_cookie = bpf_get_socket_cookie(rx_sk);
+			e.flags |= NC_F_SOCK;
+		}
+	}
+	submit(&e);
+	return 0;
+}

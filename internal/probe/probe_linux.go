@@ -1,0 +1,419 @@
+//go:build linux
+
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/network-correlator/network-correlator/bpf"
+	"github.com/network-correlator/network-correlator/internal/signal"
+)
+
+const kernelBTFPath = "/sys/kernel/btf/vmlinux"
+
+// Probe is the loaded and attached set of kernel probes.
+type Probe struct {
+	coll    *ebpf.Collection
+	links   []link.Link
+	progs   []progRef
+	rd      *ringbuf.Reader
+	dec     decoder
+	running atomic.Bool
+
+	closeOnce sync.Once
+	closeErr  error
+	closed    atomic.Bool
+	lostFinal uint64
+	bad       atomic.Uint64
+}
+
+type progRef struct {
+	name string
+	hook string
+	prog *ebpf.Program
+}
+
+// capHint says how to grant what loading needs.
+const capHint = "the probes need CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): run as root, " +
+	"or grant them with `setcap cap_bpf,cap_perfmon,cap_syslog+ep <binary>`, systemd " +
+	"AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_SYSLOG, or in Kubernetes " +
+	"securityContext.capabilities.add: [BPF, PERFMON, SYSLOG] (CAP_SYSLOG only for drop locations)"
+
+// Check reports, cheaply, whether Open can work here: kernel BTF present and
+// the needed capabilities held. Tests use it to skip with its message.
+func Check() error {
+	if _, err := os.Stat(kernelBTFPath); err != nil {
+		return fmt.Errorf("probe: kernel BTF missing (%s: %v): a kernel built with CONFIG_DEBUG_INFO_BTF=y is required", kernelBTFPath, err)
+	}
+	eff, err := effectiveCaps()
+	if err != nil {
+		return fmt.Errorf("probe: reading capabilities: %w", err)
+	}
+	const capSysAdmin, capPerfmon, capBPF = 21, 38, 39
+	has := func(c uint) bool { return eff&(1<<c) != 0 }
+	if !has(capSysAdmin) && !(has(capBPF) && has(capPerfmon)) {
+		return errors.New("probe: missing capability: " + capHint)
+	}
+	return nil
+}
+
+func effectiveCaps() (uint64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			var caps uint64
+			_, err := fmt.Sscanf(strings.TrimSpace(v), "%x", &caps)
+			return caps, err
+		}
+	}
+	return 0, errors.New("no CapEff line in /proc/self/status")
+}
+
+// Open loads the probes, fills the filters and attaches every program. The
+// caller must Close it.
+func Open(cfg Config) (*Probe, error) {
+	size, err := cfg.ringBufferSize(os.Getpagesize())
+	if err != nil {
+		return nil, err
+	}
+	if err := Check(); err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("probe: raising RLIMIT_MEMLOCK for eBPF maps: %w (allow it with `ulimit -l unlimited`, systemd LimitMEMLOCK=infinity, or CAP_SYS_RESOURCE)", err)
+	}
+	kspec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("probe: loading kernel BTF from %s: %w", kernelBTFPath, err)
+	}
+	dropNames, err := enumValues(kspec, "skb_drop_reason", "SKB_")
+	if err != nil {
+		return nil, err
+	}
+	rstNames, _ := enumValues(kspec, "sk_rst_reason", rstReasonPrefix) // absent before 6.10
+	modes, err := dropModes(cfg.DropReasons, dropNames)
+	if err != nil {
+		return nil, err
+	}
+
+	spec, err := bpf.LoadProbe()
+	if err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
+	}
+	if err := adaptToKernel(spec, kspec); err != nil {
+		return nil, err
+	}
+	spec.Maps[bpf.ProbeMapEvents].MaxEntries = uint32(size)
+
+	syms := loadKallsyms()
+	p := &Probe{}
+	p.dec = decoder{
+		wallMinusMono: wallMinusMono(),
+		dropReasons:   dropNames,
+		rstReasons:    rstNames,
+	}
+	if syms != nil {
+		p.dec.syms = syms
+	}
+
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
+	if err != nil {
+		return nil, loadError(err)
+	}
+	p.coll = coll
+	if err := p.fillFilters(modes, syms); err != nil {
+		p.Close()
+		return nil, err
+	}
+	for _, name := range []string{
+		bpf.ProbeProgOnInetSockSetState,
+		bpf.ProbeProgOnTcpRetransmitSkb,
+		bpf.ProbeProgOnTcpReceiveReset,
+		bpf.ProbeProgOnTcpSendReset,
+		bpf.ProbeProgOnKfreeSkb,
+	} {
+		prog := coll.Programs[name]
+		hook := spec.Programs[name].SectionName
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			p.Close()
+			if errors.Is(err, unix.EPERM) {
+				return nil, fmt.Errorf("probe: attaching %s (%s): %w; %s", name, hook, err, capHint)
+			}
+			return nil, fmt.Errorf("probe: attaching %s (%s): %w", name, hook, err)
+		}
+		p.links = append(p.links, l)
+		p.progs = append(p.progs, progRef{name: name, hook: hook, prog: prog})
+	}
+	rd, err := ringbuf.NewReader(coll.Maps[bpf.ProbeMapEvents])
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("probe: opening the ring buffer: %w", err)
+	}
+	p.rd = rd
+	return p, nil
+}
+
+// enumValues maps the values of a kernel enum to their names without prefix.
+func enumValues(kspec *btf.Spec, enum, prefix string) (map[uint32]string, error) {
+	var e *btf.Enum
+	if err := kspec.TypeByName(enum, &e); err != nil {
+		return nil, fmt.Errorf("probe: kernel BTF has no enum %s: %w", enum, err)
+	}
+	out := make(map[uint32]string, len(e.Values))
+	for _, v := range e.Values {
+		name := strings.TrimPrefix(v.Name, prefix)
+		name = strings.TrimPrefix(name, "DROP_REASON_")
+		if name == "MAX" {
+			continue
+		}
+		out[uint32(v.Value)] = name
+	}
+	return out, nil
+}
+
+// adaptToKernel checks every hook exists and tells the programs which
+// tracepoint arguments this kernel passes.
+func adaptToKernel(spec *ebpf.CollectionSpec, kspec *btf.Spec) error {
+	nargs := map[string]int{}
+	for name, ps := range spec.Programs {
+		var td *btf.Typedef
+		if err := kspec.TypeByName("btf_trace_"+ps.AttachTo, &td); err != nil {
+			return fmt.Errorf("probe: this kernel has no tracepoint %q (hook %s of program %s): %w", ps.AttachTo, ps.SectionName, name, err)
+		}
+		ptr, ok := td.Type.(*btf.Pointer)
+		if !ok {
+			return fmt.Errorf("probe: unexpected BTF for btf_trace_%s", ps.AttachTo)
+		}
+		fp, ok := ptr.Target.(*btf.FuncProto)
+		if !ok {
+			return fmt.Errorf("probe: unexpected BTF for btf_trace_%s", ps.AttachTo)
+		}
+		nargs[ps.AttachTo] = len(fp.Params) - 1 // the first is the context
+	}
+	for v, ok := range map[string]bool{
+		bpf.ProbeVarKfreeSkbHasRxSk:        nargs["kfree_skb"] >= 4,
+		bpf.ProbeVarTcpSendResetHasReason:  nargs["tcp_send_reset"] >= 3,
+		bpf.ProbeVarTcpRetransmitSkbHasErr: nargs["tcp_retransmit_skb"] >= 3,
+	} {
+		if err := spec.Variables[v].Set(ok); err != nil {
+			return fmt.Errorf("probe: setting %s: %w", v, err)
+		}
+	}
+	return nil
+}
+
+func loadError(err error) error {
+	var ve *ebpf.VerifierError
+	switch {
+	case errors.As(err, &ve):
+		return fmt.Errorf("probe: the kernel verifier rejected a program: %w", err)
+	case errors.Is(err, unix.EPERM):
+		return fmt.Errorf("probe: loading: %w; %s", err, capHint)
+	}
+	return fmt.Errorf("probe: loading: %w", err)
+}
+
+func (p *Probe) fillFilters(modes map[uint32]uint8, syms *symtab) error {
+	var ranges [][2]uint64
+	if syms != nil {
+		for _, fn := range notSpecifiedAt {
+			ranges = append(ranges, syms.ranges(fn)...)
+		}
+	}
+	if len(ranges) > maxLocations {
+		ranges = ranges[:maxLocations]
+	}
+	for i, r := range ranges {
+		if err := p.coll.Maps[bpf.ProbeMapDropLocations].Put(uint32(i), bpf.ProbeLocRange{Lo: r[0], Hi: r[1]}); err != nil {
+			return fmt.Errorf("probe: filling drop_locations: %w", err)
+		}
+	}
+	for v, m := range modes {
+		if m == modeAtLocation && len(ranges) == 0 {
+			continue // cannot tell where: leave it out rather than flood
+		}
+		mp := p.coll.Maps[bpf.ProbeMapDropReasons]
+		if v >= coreReasons {
+			mp = p.coll.Maps[bpf.ProbeMapDropReasonsExt]
+		}
+		if err := mp.Put(v, m); err != nil {
+			return fmt.Errorf("probe: filling drop reasons: %w", err)
+		}
+	}
+	return nil
+}
+
+func loadKallsyms() *symtab {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	t, err := parseKallsyms(f)
+	if err != nil {
+		return nil
+	}
+	return t
+}
+
+// wallMinusMono is the offset from CLOCK_MONOTONIC (bpf_ktime_get_ns) to
+// wall clock, taken from the tightest of a few readings.
+func wallMinusMono() int64 {
+	var best, off int64 = -1, 0
+	for range 5 {
+		var m1, r, m2 unix.Timespec
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &m1)
+		_ = unix.ClockGettime(unix.CLOCK_REALTIME, &r)
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &m2)
+		gap := m2.Nano() - m1.Nano()
+		if best < 0 || gap < best {
+			best = gap
+			off = r.Nano() - (m1.Nano()+m2.Nano())/2
+		}
+	}
+	return off
+}
+
+// Run reads and decodes records, calling emit for each signal, until ctx is
+// done (returns ctx.Err()) or the probe is closed (returns nil). Only one
+// Run may be active at a time.
+func (p *Probe) Run(ctx context.Context, emit func(signal.Signal)) error {
+	if p.closed.Load() {
+		return errors.New("probe: Run after Close")
+	}
+	if !p.running.CompareAndSwap(false, true) {
+		return errors.New("probe: Run is already active")
+	}
+	defer p.running.Store(false)
+	// Flush wakes a blocked read without taking the reader's lock.
+	stop := context.AfterFunc(ctx, func() { _ = p.rd.Flush() })
+	defer stop()
+
+	var rec ringbuf.Record
+	var s signal.Signal
+	for {
+		err := p.rd.ReadInto(&rec)
+		switch {
+		case err == nil:
+		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+			return nil
+		case errors.Is(err, ringbuf.ErrFlushed):
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		default:
+			return fmt.Errorf("probe: reading the ring buffer: %w", err)
+		}
+		if err := p.dec.decode(rec.RawSample, &s); err != nil {
+			p.bad.Add(1)
+			continue
+		}
+		emit(s)
+	}
+}
+
+// Lost returns how many records the kernel could not queue because the
+// ring buffer was full.
+func (p *Probe) Lost() uint64 {
+	if p.closed.Load() {
+		return p.lostFinal
+	}
+	return p.readLost()
+}
+
+func (p *Probe) readLost() uint64 {
+	var per []uint64
+	if err := p.coll.Maps[bpf.ProbeMapLost].Lookup(uint32(0), &per); err != nil {
+		return 0
+	}
+	var n uint64
+	for _, v := range per {
+		n += v
+	}
+	return n
+}
+
+// Undecodable counts records the decoder rejected (should stay 0).
+func (p *Probe) Undecodable() uint64 { return p.bad.Load() }
+
+// Stats returns the kernel's run count and run time of every program.
+func (p *Probe) Stats() ([]ProgramStats, error) {
+	out := make([]ProgramStats, 0, len(p.progs))
+	for _, pr := range p.progs {
+		st, err := pr.prog.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("probe: stats of %s: %w", pr.name, err)
+		}
+		out = append(out, ProgramStats{
+			Name: pr.name, Hook: pr.hook,
+			RunCount: st.RunCount, RunTime: st.Runtime, RecursionMisses: st.RecursionMisses,
+		})
+	}
+	return out, nil
+}
+
+// EnableStats turns on the kernel's per-program run time accounting
+// (as kernel.bpf_stats_enabled=1 does) until the returned Closer is closed.
+// It needs CAP_SYS_ADMIN.
+func EnableStats() (io.Closer, error) {
+	c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return nil, fmt.Errorf("probe: enabling BPF run time statistics: %w", err)
+	}
+	return c, nil
+}
+
+// programIDs lists the kernel IDs of the loaded programs (for tests).
+func (p *Probe) programIDs() []ebpf.ProgramID {
+	var ids []ebpf.ProgramID
+	for _, pr := range p.progs {
+		if info, err := pr.prog.Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
+
+// Close detaches and unloads everything; it is safe to call more than once.
+// A concurrent Run returns nil.
+func (p *Probe) Close() error {
+	p.closeOnce.Do(func() {
+		var errs []error
+		if p.coll != nil {
+			p.lostFinal = p.readLost()
+		}
+		p.closed.Store(true)
+		if p.rd != nil {
+			errs = append(errs, p.rd.Close())
+		}
+		for _, l := range p.links {
+			errs = append(errs, l.Close())
+		}
+		if p.coll != nil {
+			p.coll.Close()
+		}
+		p.closeErr = errors.Join(errs...)
+	})
+	return p.closeErr
+}

@@ -1,0 +1,289 @@
+//go:build linux
+
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/network-correlator/network-correlator/internal/signal"
+)
+
+func TestOpenCloseLeavesNoPrograms(t *testing.T) {
+	requireProbe(t)
+	p, err := Open(Config{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	ids := p.programIDs()
+	if len(ids) != 5 {
+		p.Close()
+		t.Fatalf("loaded %d programs, want 5", len(ids))
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	// Program release is synchronous for tracing links, but allow the
+	// kernel's deferred free a moment.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		left := loadedPrograms(t, ids)
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("programs %v still loaded after Close", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// loadedPrograms returns which of ids the kernel still has.
+func loadedPrograms(t *testing.T, ids []ebpf.ProgramID) []ebpf.ProgramID {
+	t.Helper()
+	var left []ebpf.ProgramID
+	id := ebpf.ProgramID(0)
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist) {
+			return left
+		}
+		if err != nil {
+			t.Fatalf("listing programs: %v", err)
+		}
+		if slices.Contains(ids, next) {
+			left = append(left, next)
+		}
+		id = next
+	}
+}
+
+type family struct {
+	name     string
+	af       int
+	loopback netip.Addr
+	rcv      string // the function that drops a SYN nobody listens for
+}
+
+var families = []family{
+	{"ipv4", unix.AF_INET, netip.MustParseAddr("127.0.0.1"), "tcp_v4_rcv"},
+	{"ipv6", unix.AF_INET6, netip.MustParseAddr("::1"), "tcp_v6_rcv"},
+}
+
+func sockaddr(a netip.Addr, port int) unix.Sockaddr {
+	if a.Is4() {
+		return &unix.SockaddrInet4{Port: port, Addr: a.As4()}
+	}
+	return &unix.SockaddrInet6{Port: port, Addr: a.As16()}
+}
+
+func localPort(t *testing.T, fd int) uint16 {
+	t.Helper()
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("getsockname: %v", err)
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return uint16(sa.Port)
+	case *unix.SockaddrInet6:
+		return uint16(sa.Port)
+	}
+	t.Fatalf("unexpected sockaddr %T", sa)
+	return 0
+}
+
+func sockCookie(t *testing.T, fd int) uint64 {
+	t.Helper()
+	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+	if err != nil {
+		t.Fatalf("SO_COOKIE: %v", err)
+	}
+	return c
+}
+
+// A connect to a port nobody listens on: the server side drops the SYN
+// (NO_SOCKET) and answers with a RST, the client sees the RST in SYN_SENT
+// and closes with ECONNREFUSED.
+func TestClosedPort(t *testing.T) {
+	_, col := startProbe(t, Config{})
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			ns := newTestNetns(t)
+			const port = 4242
+			fd := ns.socket(t, fam.af)
+			err := unix.Connect(fd, sockaddr(fam.loopback, port))
+			if !errors.Is(err, unix.ECONNREFUSED) {
+				t.Fatalf("connect = %v, want ECONNREFUSED", err)
+			}
+			cookie := sockCookie(t, fd)
+			lport := localPort(t, fd)
+			client := signal.Flow{Proto: signal.ProtoTCP, Src: fam.loopback, Dst: fam.loopback, SrcPort: lport, DstPort: port}
+			inNs := func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie }
+
+			checks := []struct {
+				name string
+				pred func(signal.Signal) bool
+			}{
+				{"ResetReceived in SYN_SENT", func(s signal.Signal) bool {
+					return s.Kind == signal.KindResetReceived && s.Flow == client &&
+						s.State == signal.StateSynSent && s.SockCookie == cookie
+				}},
+				{"StateChange SYN_SENT->CLOSE sk_err 111", func(s signal.Signal) bool {
+					return s.Kind == signal.KindStateChange && s.Flow == client &&
+						s.OldState == signal.StateSynSent && s.State == signal.StateClose &&
+						s.SkErr == int32(unix.ECONNREFUSED) && s.SockCookie == cookie
+				}},
+				{"Drop NO_SOCKET of the SYN at " + fam.rcv, func(s signal.Signal) bool {
+					return s.Kind == signal.KindDrop && s.Flow == client && s.DropReason == "NO_SOCKET" &&
+						s.DropLocation == fam.rcv && s.TCPFlags == signal.TCPFlagSYN && s.Dev == "lo" &&
+						s.NetnsInode == uint32(ns.inode)
+				}},
+				{"ResetSent NO_SOCKET answering the SYN", func(s signal.Signal) bool {
+					return s.Kind == signal.KindResetSent && s.Flow == client.Reverse() &&
+						s.ResetReason == "NO_SOCKET" && s.TCPFlags == signal.TCPFlagSYN
+				}},
+			}
+			for _, c := range checks {
+				if _, ok := col.waitFor(func(s signal.Signal) bool { return inNs(s) && c.pred(s) }, 3*time.Second); !ok {
+					t.Errorf("no %s; signals in the namespace:\n%s", c.name, dump(col.matching(inNs)))
+				}
+			}
+			for _, s := range col.matching(inNs) {
+				if s.Time.Before(time.Now().Add(-time.Minute)) || s.Time.After(time.Now().Add(time.Second)) {
+					t.Errorf("signal time %v is not about now", s.Time)
+				}
+			}
+		})
+	}
+}
+
+// An nft rule drops the SYN: the kernel records NETFILTER_DROP at
+// nft_do_chain in the namespace, and the client retransmits in SYN_SENT.
+func TestFirewallDrop(t *testing.T) {
+	_, col := startProbe(t, Config{})
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			ns := newTestNetns(t)
+			const port = 4243
+			ns.nft(t, `table inet nc_probe_test {
+	chain input {
+		type filter hook input priority 0; policy accept;
+		tcp dport 4243 tcp flags syn drop
+	}
+}`)
+			srv := ns.socket(t, fam.af)
+			if err := unix.Bind(srv, sockaddr(fam.loopback, port)); err != nil {
+				t.Fatalf("bind: %v", err)
+			}
+			if err := unix.Listen(srv, 8); err != nil {
+				t.Fatalf("listen: %v", err)
+			}
+			fd := ns.socket(t, fam.af)
+			if err := unix.SetNonblock(fd, true); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Connect(fd, sockaddr(fam.loopback, port)); !errors.Is(err, unix.EINPROGRESS) {
+				t.Fatalf("nonblocking connect = %v, want EINPROGRESS", err)
+			}
+			cookie := sockCookie(t, fd)
+			client := signal.Flow{Proto: signal.ProtoTCP, Src: fam.loopback, Dst: fam.loopback, SrcPort: localPort(t, fd), DstPort: port}
+			inNs := func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie }
+
+			drop, ok := col.waitFor(func(s signal.Signal) bool {
+				return inNs(s) && s.Kind == signal.KindDrop && s.Flow == client
+			}, 2*time.Second)
+			if !ok {
+				t.Fatalf("no drop of the SYN; signals in the namespace:\n%s", dump(col.matching(inNs)))
+			}
+			if drop.DropReason != "NETFILTER_DROP" || drop.DropLocation != "nft_do_chain" ||
+				drop.TCPFlags != signal.TCPFlagSYN || drop.NetnsInode != uint32(ns.inode) || drop.Dev != "lo" {
+				t.Errorf("drop = %s, want NETFILTER_DROP at nft_do_chain of a SYN on lo in netns inode %d", dump([]signal.Signal{drop}), ns.inode)
+			}
+			// The first SYN retransmission comes after the initial RTO (1 s).
+			re, ok := col.waitFor(func(s signal.Signal) bool {
+				return inNs(s) && s.Kind == signal.KindRetransmit && s.Flow == client
+			}, 3*time.Second)
+			if !ok {
+				t.Fatalf("no retransmit; signals in the namespace:\n%s", dump(col.matching(inNs)))
+			}
+			if re.State != signal.StateSynSent || re.Retransmits != 1 || re.Err != 0 ||
+				re.TCPFlags != signal.TCPFlagSYN || re.SockCookie != cookie {
+				t.Errorf("retransmit = %s, want SYN_SENT, first retransmission, err 0, SYN, cookie %d", dump([]signal.Signal{re}), cookie)
+			}
+			if d := re.Time.Sub(drop.Time); d < 800*time.Millisecond || d > 2*time.Second {
+				t.Errorf("retransmit %v after the first drop, want about 1 s", d)
+			}
+		})
+	}
+}
+
+// Successful connections must never reach user space.
+func TestSuccessIsSilent(t *testing.T) {
+	p, col := startProbe(t, Config{})
+	ns := newTestNetns(t)
+	lo := netip.MustParseAddr("127.0.0.1")
+	srv := ns.socket(t, unix.AF_INET)
+	if err := unix.Bind(srv, sockaddr(lo, 4244)); err != nil {
+		t.Fatalf("bind: %v", err)
+	}
+	if err := unix.Listen(srv, 64); err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	const conns = 300
+	for i := range conns {
+		var fd int
+		var err error
+		ns.run(func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Connect(fd, sockaddr(lo, 4244)); err != nil {
+			unix.Close(fd)
+			t.Fatalf("connect %d: %v", i, err)
+		}
+		afd, _, err := unix.Accept(srv)
+		if err != nil {
+			unix.Close(fd)
+			t.Fatalf("accept %d: %v", i, err)
+		}
+		if _, err := unix.Write(fd, []byte("ping")); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		buf := make([]byte, 4)
+		if _, err := unix.Read(afd, buf); err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		unix.Close(fd)
+		unix.Close(afd)
+	}
+	// Give late records (TIME_WAIT, FIN handling in softirq) time to arrive.
+	time.Sleep(500 * time.Millisecond)
+	if got := col.matching(func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie }); len(got) != 0 {
+		t.Errorf("%d successful connections produced %d signals:\n%s", conns, len(got), dump(got))
+	}
+	if n := p.Lost(); n != 0 {
+		t.Errorf("Lost() = %d, want 0", n)
+	}
+}
+
+func dump(sigs []signal.Signal) string {
+	var b strings.Builder
+	for _, s := range sigs {
+		type fields signal.Signal // no String method: print every field
+		fmt.Fprintf(&b, "  %+v\n", fields(s))
+	}
+	return b.String()
+}
