@@ -58,8 +58,9 @@ generate: $(GOBIN)/mdatagen ## regenerate the receiver's mdatagen code and docum
 	cd receiver/networkcorrelatorreceiver && PATH="$(GOBIN):$$PATH" $(GO) generate ./...
 
 .PHONY: bench
-bench: ## benchmarks: success-path overhead (root), correlator, policy evaluator
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
+bench: ## benchmarks: correlator, policy evaluator, success-path overhead of the probes (root)
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./internal/... ./receiver/...
+	$(GO) test -run '^$$' -bench SuccessPathOverhead -benchtime 20000x -count 1 -timeout 30m ./e2e/
 
 .PHONY: clean
 clean:
