@@ -68,6 +68,12 @@ type Config struct {
 	// Interfaces lists the network interfaces on which the TC program parses
 	// received ICMP errors. Empty (default) means every interface.
 	Interfaces []string `mapstructure:"interfaces"`
+	// DropReasons lists the kernel's skb_drop_reason names reported as
+	// drop signals ("NETFILTER_DROP", with or without SKB_DROP_REASON_).
+	// Empty (default) selects the probe's list of reasons a healthy
+	// connection never produces. Names are checked against the running
+	// kernel at start.
+	DropReasons []string `mapstructure:"drop_reasons"`
 	// CollectionInterval is how often the metrics are emitted. Default 30s.
 	CollectionInterval time.Duration `mapstructure:"collection_interval"`
 
@@ -137,7 +143,29 @@ func (cfg *Config) Validate() error {
 		}
 		seen[name] = true
 	}
+	seenReason := make(map[string]bool, len(cfg.DropReasons))
+	for i, r := range cfg.DropReasons {
+		name := normalizeDropReason(r)
+		if name == "" || strings.IndexFunc(name, notReasonRune) >= 0 {
+			errs = append(errs, fmt.Errorf("drop_reasons[%d]: %q is not a kernel drop reason name (letters, digits and '_', e.g. NETFILTER_DROP)", i, r))
+			continue
+		}
+		if seenReason[name] {
+			errs = append(errs, fmt.Errorf("drop_reasons[%d]: %q listed twice", i, r))
+		}
+		seenReason[name] = true
+	}
 	return errors.Join(errs...)
+}
+
+// normalizeDropReason gives the name the probe resolves: upper case, without
+// the SKB_DROP_REASON_ prefix.
+func normalizeDropReason(s string) string {
+	return strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(s)), "SKB_DROP_REASON_")
+}
+
+func notReasonRune(r rune) bool {
+	return !(r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_')
 }
 
 // validIfName applies the kernel's own rules (dev_valid_name): 1 to 15 bytes,

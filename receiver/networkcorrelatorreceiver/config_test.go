@@ -1,17 +1,15 @@
 package networkcorrelatorreceiver
 
 import (
+	"go/token"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
-
-	"github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver/internal/metadata"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -28,6 +26,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.CorrelationWindow = 2 * time.Minute
 	custom.MaxFlows = 1000
 	custom.Interfaces = []string{"eth0", "veth-a1b2c3"}
+	custom.DropReasons = []string{"NETFILTER_DROP", "skb_drop_reason_no_socket"}
 	custom.CollectionInterval = 10 * time.Second
 	custom.Metrics.NetworkcorrelatorSignalsReceived.Enabled = false
 	custom.ResourceAttributes.HostName.Enabled = false
@@ -55,6 +54,11 @@ func TestLoadConfig(t *testing.T) {
 			`interfaces[2]: interface name "eth0/1" contains '/' or ':'`,
 			`interfaces[3]: interface name "eth 0" contains white space`,
 			`interfaces[5]: "eth0" listed twice`,
+		}},
+		{id: "networkcorrelator/bad_drop_reasons", wantErrs: []string{
+			`drop_reasons[0]: "NETFILTER DROP" is not a kernel drop reason name`,
+			`drop_reasons[1]: "" is not a kernel drop reason name`,
+			`drop_reasons[3]: "SKB_DROP_REASON_NO_SOCKET" listed twice`,
 		}},
 		{id: "networkcorrelator/several", wantErrs: []string{
 			"replay_file: required",
@@ -90,14 +94,19 @@ func TestLoadConfig(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Validate() = %v", err)
 			}
-			if diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(Config{},
-				metadata.NetworkcorrelatorDiagnosesMetricConfig{}, metadata.NetworkcorrelatorSignalsLostMetricConfig{},
-				metadata.NetworkcorrelatorSignalsReceivedMetricConfig{}, metadata.ResourceAttributeConfig{})); diff != "" {
+			if diff := cmp.Diff(tt.want, cfg, ignoreUnexported); diff != "" {
 				t.Errorf("config mismatch (-want +got):\n%s", diff)
 			}
 		})
 	}
 }
+
+// ignoreUnexported skips every unexported field (mdatagen's generated
+// configs carry some, one type per metric).
+var ignoreUnexported = cmp.FilterPath(func(p cmp.Path) bool {
+	sf, ok := p.Last().(cmp.StructField)
+	return ok && !token.IsExported(sf.Name())
+}, cmp.Ignore())
 
 func TestValidIfName(t *testing.T) {
 	tests := []struct {

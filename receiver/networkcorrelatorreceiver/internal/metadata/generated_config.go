@@ -57,6 +57,46 @@ func (ms *NetworkcorrelatorDiagnosesMetricConfig) Validate() error {
 	return nil
 }
 
+// NetworkcorrelatorFlowsEvictedMetricConfig provides config for the networkcorrelator.flows.evicted metric.
+type NetworkcorrelatorFlowsEvictedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *NetworkcorrelatorFlowsEvictedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// NetworkcorrelatorFlowsTrackedMetricConfig provides config for the networkcorrelator.flows.tracked metric.
+type NetworkcorrelatorFlowsTrackedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *NetworkcorrelatorFlowsTrackedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // NetworkcorrelatorSignalsLostMetricConfig provides config for the networkcorrelator.signals.lost metric.
 type NetworkcorrelatorSignalsLostMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -128,6 +168,8 @@ func (ms *NetworkcorrelatorSignalsReceivedMetricConfig) Validate() error {
 // MetricsConfig provides config for networkcorrelator metrics.
 type MetricsConfig struct {
 	NetworkcorrelatorDiagnoses       NetworkcorrelatorDiagnosesMetricConfig       `mapstructure:"networkcorrelator.diagnoses"`
+	NetworkcorrelatorFlowsEvicted    NetworkcorrelatorFlowsEvictedMetricConfig    `mapstructure:"networkcorrelator.flows.evicted"`
+	NetworkcorrelatorFlowsTracked    NetworkcorrelatorFlowsTrackedMetricConfig    `mapstructure:"networkcorrelator.flows.tracked"`
 	NetworkcorrelatorSignalsLost     NetworkcorrelatorSignalsLostMetricConfig     `mapstructure:"networkcorrelator.signals.lost"`
 	NetworkcorrelatorSignalsReceived NetworkcorrelatorSignalsReceivedMetricConfig `mapstructure:"networkcorrelator.signals.received"`
 }
@@ -138,6 +180,12 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []NetworkcorrelatorDiagnosesMetricAttributeKey{NetworkcorrelatorDiagnosesMetricAttributeKeyPattern},
+		},
+		NetworkcorrelatorFlowsEvicted: NetworkcorrelatorFlowsEvictedMetricConfig{
+			Enabled: true,
+		},
+		NetworkcorrelatorFlowsTracked: NetworkcorrelatorFlowsTrackedMetricConfig{
+			Enabled: true,
 		},
 		NetworkcorrelatorSignalsLost: NetworkcorrelatorSignalsLostMetricConfig{
 			Enabled: true,

@@ -31,6 +31,12 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []NetworkcorrelatorDiagnosesMetricAttributeKey{NetworkcorrelatorDiagnosesMetricAttributeKeyPattern},
 					},
+					NetworkcorrelatorFlowsEvicted: NetworkcorrelatorFlowsEvictedMetricConfig{
+						Enabled: true,
+					},
+					NetworkcorrelatorFlowsTracked: NetworkcorrelatorFlowsTrackedMetricConfig{
+						Enabled: true,
+					},
 					NetworkcorrelatorSignalsLost: NetworkcorrelatorSignalsLostMetricConfig{
 						Enabled: true,
 					},
@@ -54,6 +60,12 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []NetworkcorrelatorDiagnosesMetricAttributeKey{NetworkcorrelatorDiagnosesMetricAttributeKeyPattern},
 					},
+					NetworkcorrelatorFlowsEvicted: NetworkcorrelatorFlowsEvictedMetricConfig{
+						Enabled: false,
+					},
+					NetworkcorrelatorFlowsTracked: NetworkcorrelatorFlowsTrackedMetricConfig{
+						Enabled: false,
+					},
 					NetworkcorrelatorSignalsLost: NetworkcorrelatorSignalsLostMetricConfig{
 						Enabled: false,
 					},
@@ -72,7 +84,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(NetworkcorrelatorDiagnosesMetricConfig{}, NetworkcorrelatorSignalsLostMetricConfig{}, NetworkcorrelatorSignalsReceivedMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(NetworkcorrelatorDiagnosesMetricConfig{}, NetworkcorrelatorFlowsEvictedMetricConfig{}, NetworkcorrelatorFlowsTrackedMetricConfig{}, NetworkcorrelatorSignalsLostMetricConfig{}, NetworkcorrelatorSignalsReceivedMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}

@@ -24,6 +24,12 @@ var MetricsInfo = metricsInfo{
 		Name:       "networkcorrelator.diagnoses",
 		Attributes: []string{"pattern"},
 	},
+	NetworkcorrelatorFlowsEvicted: metricInfo{
+		Name: "networkcorrelator.flows.evicted",
+	},
+	NetworkcorrelatorFlowsTracked: metricInfo{
+		Name: "networkcorrelator.flows.tracked",
+	},
 	NetworkcorrelatorSignalsLost: metricInfo{
 		Name: "networkcorrelator.signals.lost",
 	},
@@ -35,6 +41,8 @@ var MetricsInfo = metricsInfo{
 
 type metricsInfo struct {
 	NetworkcorrelatorDiagnoses       metricInfo
+	NetworkcorrelatorFlowsEvicted    metricInfo
+	NetworkcorrelatorFlowsTracked    metricInfo
 	NetworkcorrelatorSignalsLost     metricInfo
 	NetworkcorrelatorSignalsReceived metricInfo
 }
@@ -127,6 +135,108 @@ func (m *metricNetworkcorrelatorDiagnoses) emit(metrics pmetric.MetricSlice) {
 
 func newMetricNetworkcorrelatorDiagnoses(cfg NetworkcorrelatorDiagnosesMetricConfig) metricNetworkcorrelatorDiagnoses {
 	m := metricNetworkcorrelatorDiagnoses{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricNetworkcorrelatorFlowsEvicted struct {
+	data     pmetric.Metric                            // data buffer for generated metric.
+	config   NetworkcorrelatorFlowsEvictedMetricConfig // metric config provided by user.
+	capacity int                                       // max observed number of data points added to the metric.
+}
+
+// init fills networkcorrelator.flows.evicted metric with initial data.
+func (m *metricNetworkcorrelatorFlowsEvicted) init() {
+	m.data.SetName("networkcorrelator.flows.evicted")
+	m.data.SetDescription("Connections the correlator stopped tracking because max_flows was reached (a failure storm); their later signals may go undiagnosed.")
+	m.data.SetUnit("{flow}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricNetworkcorrelatorFlowsEvicted) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricNetworkcorrelatorFlowsEvicted) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricNetworkcorrelatorFlowsEvicted) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricNetworkcorrelatorFlowsEvicted(cfg NetworkcorrelatorFlowsEvictedMetricConfig) metricNetworkcorrelatorFlowsEvicted {
+	m := metricNetworkcorrelatorFlowsEvicted{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricNetworkcorrelatorFlowsTracked struct {
+	data     pmetric.Metric                            // data buffer for generated metric.
+	config   NetworkcorrelatorFlowsTrackedMetricConfig // metric config provided by user.
+	capacity int                                       // max observed number of data points added to the metric.
+}
+
+// init fills networkcorrelator.flows.tracked metric with initial data.
+func (m *metricNetworkcorrelatorFlowsTracked) init() {
+	m.data.SetName("networkcorrelator.flows.tracked")
+	m.data.SetDescription("Connections the correlator holds state for now (bounded by max_flows).")
+	m.data.SetUnit("{flow}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricNetworkcorrelatorFlowsTracked) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricNetworkcorrelatorFlowsTracked) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricNetworkcorrelatorFlowsTracked) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricNetworkcorrelatorFlowsTracked(cfg NetworkcorrelatorFlowsTrackedMetricConfig) metricNetworkcorrelatorFlowsTracked {
+	m := metricNetworkcorrelatorFlowsTracked{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -289,6 +399,8 @@ type MetricsBuilder struct {
 	resourceAttributeIncludeFilter         map[string]filter.Filter
 	resourceAttributeExcludeFilter         map[string]filter.Filter
 	metricNetworkcorrelatorDiagnoses       metricNetworkcorrelatorDiagnoses
+	metricNetworkcorrelatorFlowsEvicted    metricNetworkcorrelatorFlowsEvicted
+	metricNetworkcorrelatorFlowsTracked    metricNetworkcorrelatorFlowsTracked
 	metricNetworkcorrelatorSignalsLost     metricNetworkcorrelatorSignalsLost
 	metricNetworkcorrelatorSignalsReceived metricNetworkcorrelatorSignalsReceived
 }
@@ -317,6 +429,8 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricsBuffer:                          pmetric.NewMetrics(),
 		buildInfo:                              settings.BuildInfo,
 		metricNetworkcorrelatorDiagnoses:       newMetricNetworkcorrelatorDiagnoses(mbc.Metrics.NetworkcorrelatorDiagnoses),
+		metricNetworkcorrelatorFlowsEvicted:    newMetricNetworkcorrelatorFlowsEvicted(mbc.Metrics.NetworkcorrelatorFlowsEvicted),
+		metricNetworkcorrelatorFlowsTracked:    newMetricNetworkcorrelatorFlowsTracked(mbc.Metrics.NetworkcorrelatorFlowsTracked),
 		metricNetworkcorrelatorSignalsLost:     newMetricNetworkcorrelatorSignalsLost(mbc.Metrics.NetworkcorrelatorSignalsLost),
 		metricNetworkcorrelatorSignalsReceived: newMetricNetworkcorrelatorSignalsReceived(mbc.Metrics.NetworkcorrelatorSignalsReceived),
 		resourceAttributeIncludeFilter:         make(map[string]filter.Filter),
@@ -398,6 +512,8 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	ils.Scope().SetVersion(mb.buildInfo.Version)
 	ils.Metrics().EnsureCapacity(mb.metricsCapacity)
 	mb.metricNetworkcorrelatorDiagnoses.emit(ils.Metrics())
+	mb.metricNetworkcorrelatorFlowsEvicted.emit(ils.Metrics())
+	mb.metricNetworkcorrelatorFlowsTracked.emit(ils.Metrics())
 	mb.metricNetworkcorrelatorSignalsLost.emit(ils.Metrics())
 	mb.metricNetworkcorrelatorSignalsReceived.emit(ils.Metrics())
 
@@ -434,6 +550,16 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 // RecordNetworkcorrelatorDiagnosesDataPoint adds a data point to networkcorrelator.diagnoses metric.
 func (mb *MetricsBuilder) RecordNetworkcorrelatorDiagnosesDataPoint(ts pcommon.Timestamp, val int64, patternAttributeValue string) {
 	mb.metricNetworkcorrelatorDiagnoses.recordDataPoint(mb.startTime, ts, val, patternAttributeValue)
+}
+
+// RecordNetworkcorrelatorFlowsEvictedDataPoint adds a data point to networkcorrelator.flows.evicted metric.
+func (mb *MetricsBuilder) RecordNetworkcorrelatorFlowsEvictedDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricNetworkcorrelatorFlowsEvicted.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordNetworkcorrelatorFlowsTrackedDataPoint adds a data point to networkcorrelator.flows.tracked metric.
+func (mb *MetricsBuilder) RecordNetworkcorrelatorFlowsTrackedDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricNetworkcorrelatorFlowsTracked.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordNetworkcorrelatorSignalsLostDataPoint adds a data point to networkcorrelator.signals.lost metric.

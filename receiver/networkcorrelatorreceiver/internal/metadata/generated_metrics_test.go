@@ -85,6 +85,12 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordNetworkcorrelatorFlowsEvictedDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordNetworkcorrelatorFlowsTrackedDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordNetworkcorrelatorSignalsLostDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
@@ -171,6 +177,32 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok := dp.Attributes().Get("networkcorrelator.pattern")
 						assert.False(t, ok)
 					}
+				case "networkcorrelator.flows.evicted":
+					assert.False(t, validatedMetrics["networkcorrelator.flows.evicted"], "Found a duplicate in the metrics slice: networkcorrelator.flows.evicted")
+					validatedMetrics["networkcorrelator.flows.evicted"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "Connections the correlator stopped tracking because max_flows was reached (a failure storm); their later signals may go undiagnosed.", mi.Description())
+					assert.Equal(t, "{flow}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "networkcorrelator.flows.tracked":
+					assert.False(t, validatedMetrics["networkcorrelator.flows.tracked"], "Found a duplicate in the metrics slice: networkcorrelator.flows.tracked")
+					validatedMetrics["networkcorrelator.flows.tracked"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Connections the correlator holds state for now (bounded by max_flows).", mi.Description())
+					assert.Equal(t, "{flow}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "networkcorrelator.signals.lost":
 					assert.False(t, validatedMetrics["networkcorrelator.signals.lost"], "Found a duplicate in the metrics slice: networkcorrelator.signals.lost")
 					validatedMetrics["networkcorrelator.signals.lost"] = true

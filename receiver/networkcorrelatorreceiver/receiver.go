@@ -1,0 +1,293 @@
+package networkcorrelatorreceiver // import "github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/receiver"
+	"go.uber.org/zap"
+
+	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/signal"
+	"github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver/internal/metadata"
+)
+
+const (
+	// tickInterval is how often the engine's clock advances: with the kernel
+	// source every 250 ms of wall time, with a replay whenever the
+	// recording's clock has moved on by as much. It bounds how late a
+	// deferred decision or a closed window is reported.
+	tickInterval = 250 * time.Millisecond
+	// signalQueue is the buffer between the source and the correlator; when
+	// it is full the source waits (the kernel ring buffer then fills and the
+	// kernel counts lost signals, it never blocks).
+	signalQueue = 4096
+	// maxBatch bounds how many queued signals are correlated before the
+	// diagnoses they produced are handed to the pipeline.
+	maxBatch = 512
+	// replayHorizon (beyond the correlation window) is how far past the
+	// last recorded signal the engine's clock is moved when a recording
+	// ends, so every deferred decision, window and flow state closes.
+	replayHorizon = time.Hour
+)
+
+// networkReceiver is the one instance behind the logs and metrics pipelines
+// of a networkcorrelator receiver ID.
+type networkReceiver struct {
+	cfg      *Config
+	set      receiver.Settings
+	deps     deps
+	hostName string
+
+	// Set at creation (before Start), read by the pipeline goroutine.
+	nextLogs    consumer.Logs
+	nextMetrics consumer.Metrics
+
+	src    signalSource
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newReceiver(cfg *Config, set receiver.Settings, d deps) *networkReceiver {
+	host, err := os.Hostname()
+	if err != nil {
+		set.Logger.Warn("Cannot read the host name; diagnoses about the host carry no host.name", zap.Error(err))
+	}
+	return &networkReceiver{cfg: cfg, set: set, deps: d, hostName: host}
+}
+
+// Start opens the source (for the kernel: loads and attaches the probes) and
+// starts the pipeline. What the source needs and lacks (BTF, capabilities,
+// a readable replay_file) is returned here, so the collector does not start.
+func (r *networkReceiver) Start(_ context.Context, host component.Host) error {
+	if r.cfg.Source == SourceKernel && len(r.cfg.Interfaces) > 0 {
+		r.set.Logger.Warn("interfaces is set, but this build's probes have no TC ICMP parser yet; the setting has no effect",
+			zap.Strings("interfaces", r.cfg.Interfaces))
+	}
+	src, err := r.deps.openSource(r.cfg, r.set.Logger)
+	if err != nil {
+		return fmt.Errorf("networkcorrelator: %s source: %w", r.cfg.Source, err)
+	}
+	p := &pipeline{
+		r:        r,
+		src:      src,
+		recorded: r.cfg.Source == SourceReplay,
+		mb: metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set,
+			metadata.WithStartTime(pcommon.NewTimestampFromTime(time.Now()))),
+		diagnoses: make(map[diagnosis.Pattern]int64),
+	}
+	eng, err := r.deps.newCorrelator(r.cfg, p.emit)
+	if err != nil {
+		return errors.Join(fmt.Errorf("networkcorrelator: %w", err), src.Close())
+	}
+	p.eng = eng
+	r.src = src
+
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	signals := make(chan signal.Signal, signalQueue)
+	r.wg.Add(2)
+	go func() {
+		defer r.wg.Done()
+		defer close(signals)
+		err := src.Run(ctx, func(s signal.Signal) {
+			select {
+			case signals <- s:
+			case <-ctx.Done():
+			}
+		})
+		if err != nil && ctx.Err() == nil {
+			// Without its source the receiver is useless: say so loudly.
+			err = fmt.Errorf("networkcorrelator: %s source stopped: %w", r.cfg.Source, err)
+			r.set.Logger.Error("Signal source failed", zap.Error(err))
+			componentstatus.ReportStatus(host, componentstatus.NewFatalErrorEvent(err))
+		}
+	}()
+	go func() {
+		defer r.wg.Done()
+		p.loop(ctx, signals)
+	}()
+	return nil
+}
+
+// Shutdown stops the pipeline and closes the source (detaching the probes).
+// It is safe without a Start and after a failed one.
+func (r *networkReceiver) Shutdown(ctx context.Context) error {
+	if r.cancel == nil {
+		return nil
+	}
+	r.cancel()
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	var waitErr error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		waitErr = fmt.Errorf("networkcorrelator: shutdown: %w", ctx.Err())
+	}
+	return errors.Join(waitErr, r.src.Close())
+}
+
+// pipeline is the state of the goroutine that owns the correlator: the
+// engine is single-goroutine, so signals, ticks and metric collection are
+// all serialised here.
+type pipeline struct {
+	r        *networkReceiver
+	src      signalSource
+	eng      correlator
+	recorded bool // replay: the engine's clock is the recording's
+
+	nextTick time.Time // replay: when the recording's clock next ticks
+	last     time.Time // replay: latest signal time
+
+	pending []diagnosis.Diagnosis
+
+	received  [256]int64 // by signal.Kind
+	diagnoses map[diagnosis.Pattern]int64
+	mb        *metadata.MetricsBuilder
+}
+
+func (p *pipeline) emit(d diagnosis.Diagnosis) { p.pending = append(p.pending, d) }
+
+func (p *pipeline) loop(ctx context.Context, signals <-chan signal.Signal) {
+	var tick <-chan time.Time
+	if !p.recorded {
+		t := time.NewTicker(tickInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	collect := time.NewTicker(p.r.cfg.CollectionInterval)
+	defer collect.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s, ok := <-signals:
+			// Correlate what is queued, then hand over its diagnoses at once.
+			for n := 1; ok; n++ {
+				p.observe(s)
+				if n >= maxBatch {
+					break
+				}
+				select {
+				case s, ok = <-signals:
+					continue
+				default:
+				}
+				break
+			}
+			if !ok {
+				signals = nil
+				p.sourceDone(ctx)
+			}
+			p.flush(ctx)
+		case now := <-tick:
+			p.eng.Tick(now)
+			p.flush(ctx)
+		case <-collect.C:
+			p.emitMetrics(ctx)
+		}
+	}
+}
+
+func (p *pipeline) observe(s signal.Signal) {
+	p.received[s.Kind]++
+	if p.recorded {
+		// Tick on the recording's clock as the live source does on the
+		// wall clock (same rule as correlate.Replay).
+		if p.nextTick.IsZero() {
+			p.nextTick = s.Time.Add(tickInterval)
+		}
+		if !s.Time.Before(p.nextTick) {
+			p.eng.Tick(s.Time)
+			p.nextTick = s.Time.Add(tickInterval)
+		}
+		if s.Time.After(p.last) {
+			p.last = s.Time
+		}
+	}
+	p.eng.Observe(s)
+}
+
+// sourceDone: the source has no more signals. For a recording, move its
+// clock past everything still open and report at once.
+func (p *pipeline) sourceDone(ctx context.Context) {
+	if !p.recorded {
+		return
+	}
+	if !p.last.IsZero() {
+		p.eng.Tick(p.last.Add(p.r.cfg.CorrelationWindow + replayHorizon))
+	}
+	p.flush(ctx)
+	p.emitMetrics(ctx)
+}
+
+// flush hands the diagnoses produced so far to the logs pipeline, in one
+// plog.Logs.
+func (p *pipeline) flush(ctx context.Context) {
+	if len(p.pending) == 0 {
+		return
+	}
+	for i := range p.pending {
+		p.diagnoses[p.pending[i].Pattern]++
+	}
+	if next := p.r.nextLogs; next != nil {
+		logs := diagnosesToLogs(p.pending, logsMeta{
+			HostName: p.r.hostName,
+			Version:  p.r.set.BuildInfo.Version,
+			Observed: time.Now(),
+		})
+		if err := next.ConsumeLogs(ctx, logs); err != nil {
+			p.r.set.Logger.Error("The logs pipeline refused diagnoses; they are dropped",
+				zap.Int("diagnoses", len(p.pending)), zap.Error(err))
+		}
+	}
+	clear(p.pending)
+	p.pending = p.pending[:0]
+}
+
+// emitMetrics reports the cumulative counters and the engine's gauges.
+func (p *pipeline) emitMetrics(ctx context.Context) {
+	next := p.r.nextMetrics
+	if next == nil {
+		return
+	}
+	now := pcommon.NewTimestampFromTime(time.Now())
+	patterns := make([]diagnosis.Pattern, 0, len(p.diagnoses))
+	for pat := range p.diagnoses {
+		patterns = append(patterns, pat)
+	}
+	slices.Sort(patterns)
+	for _, pat := range patterns {
+		p.mb.RecordNetworkcorrelatorDiagnosesDataPoint(now, p.diagnoses[pat], string(pat))
+	}
+	for kind, n := range p.received {
+		if n > 0 {
+			p.mb.RecordNetworkcorrelatorSignalsReceivedDataPoint(now, n, signal.Kind(kind).String())
+		}
+	}
+	p.mb.RecordNetworkcorrelatorSignalsLostDataPoint(now, int64(p.src.Lost()))
+	st := p.eng.Stats()
+	p.mb.RecordNetworkcorrelatorFlowsTrackedDataPoint(now, int64(st.FlowsTracked))
+	p.mb.RecordNetworkcorrelatorFlowsEvictedDataPoint(now, int64(st.Evicted))
+
+	rb := p.mb.NewResourceBuilder()
+	if p.r.hostName != "" {
+		rb.SetHostName(p.r.hostName)
+	}
+	if err := next.ConsumeMetrics(ctx, p.mb.Emit(metadata.WithResource(rb.Emit()))); err != nil {
+		p.r.set.Logger.Error("The metrics pipeline refused the receiver's metrics", zap.Error(err))
+	}
+}

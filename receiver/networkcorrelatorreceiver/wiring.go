@@ -1,0 +1,49 @@
+package networkcorrelatorreceiver // import "github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver"
+
+import (
+	"go.uber.org/zap"
+
+	"github.com/network-correlator/network-correlator/internal/correlate"
+	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/probe"
+)
+
+// This file is the only one that knows the kernel probes and the engine.
+
+func defaultDeps() deps {
+	return deps{openSource: openSource, newCorrelator: newCorrelator}
+}
+
+// openSource opens the configured source: the eBPF probes, whose load errors
+// (no BTF, missing capabilities, unknown drop reason) say what is missing and
+// how to grant it, or a recording.
+func openSource(cfg *Config, logger *zap.Logger) (signalSource, error) {
+	if cfg.Source == SourceReplay {
+		return openReplay(cfg.ReplayFile, logger)
+	}
+	p, err := probe.Open(probe.Config{RingBufferBytes: cfg.BufferSize, DropReasons: cfg.DropReasons})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func newCorrelator(cfg *Config, emit func(diagnosis.Diagnosis)) (correlator, error) {
+	e, err := correlate.New(correlate.Config{
+		SYNTimeout: cfg.SYNTimeout,
+		Window:     cfg.CorrelationWindow,
+		MaxFlows:   cfg.MaxFlows,
+	}, emit)
+	if err != nil {
+		return nil, err
+	}
+	return engine{e}, nil
+}
+
+// engine adapts *correlate.Engine to the receiver's correlator.
+type engine struct{ *correlate.Engine }
+
+func (e engine) Stats() correlatorStats {
+	s := e.Engine.Stats()
+	return correlatorStats{FlowsTracked: s.FlowsTracked, Evicted: s.Evicted}
+}
