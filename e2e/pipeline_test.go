@@ -1,0 +1,164 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/network-correlator/network-correlator/internal/correlate"
+	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/lab"
+	"github.com/network-correlator/network-correlator/internal/probe"
+	"github.com/network-correlator/network-correlator/internal/signal"
+)
+
+// pipeline is the product's chain without the collector: kernel probes ->
+// correlator -> diagnoses, recording what concerns one lab subnet.
+type pipeline struct {
+	subnet netip.Prefix
+
+	mu      sync.Mutex
+	signals []signal.Signal
+	diags   []diagnosis.Diagnosis
+	changed chan struct{}
+}
+
+func startPipeline(t *testing.T, l *lab.Lab) *pipeline {
+	t.Helper()
+	if err := probe.Check(); err != nil {
+		t.Skipf("skipping: kernel probes unavailable: %v", err)
+	}
+	pr, err := probe.Open(probe.Config{RingBufferBytes: 4 << 20})
+	if err != nil {
+		t.Fatalf("open probes: %v", err)
+	}
+	p := &pipeline{subnet: l.Subnet(), changed: make(chan struct{}, 1)}
+	eng, err := correlate.New(correlate.Config{
+		SYNTimeout: time.Second,
+		Window:     time.Minute,
+		MaxFlows:   100000,
+	}, func(d diagnosis.Diagnosis) {
+		if err := d.Validate(); err != nil {
+			t.Errorf("invalid diagnosis emitted: %v", err)
+		}
+		if !p.concerns(d.Flow) {
+			return
+		}
+		p.mu.Lock()
+		p.diags = append(p.diags, d)
+		p.mu.Unlock()
+		p.notify()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan signal.Signal, 4096)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		defer close(sigs)
+		if err := pr.Run(ctx, func(s signal.Signal) { sigs <- s }); err != nil && ctx.Err() == nil {
+			t.Errorf("probe run: %v", err)
+		}
+	}()
+	go func() { // the engine is single-goroutine: signals and ticks both go through here
+		defer wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case s, ok := <-sigs:
+				if !ok {
+					return
+				}
+				if p.concerns(s.Flow) {
+					p.mu.Lock()
+					p.signals = append(p.signals, s)
+					p.mu.Unlock()
+				}
+				eng.Observe(s)
+			case now := <-tick.C:
+				eng.Tick(now)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := pr.Close(); err != nil {
+			t.Errorf("close probes: %v", err)
+		}
+		wg.Wait()
+		if lost := pr.Lost(); lost > 0 {
+			t.Logf("probe lost %d records", lost)
+		}
+	})
+	return p
+}
+
+func (p *pipeline) concerns(f signal.Flow) bool {
+	return p.subnet.Contains(f.Src) || p.subnet.Contains(f.Dst)
+}
+
+func (p *pipeline) notify() {
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+// waitFor returns the first diagnosis matching pred, or fails after timeout.
+func (p *pipeline) waitFor(t *testing.T, timeout time.Duration, what string, pred func(diagnosis.Diagnosis) bool) diagnosis.Diagnosis {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		p.mu.Lock()
+		for _, d := range p.diags {
+			if pred(d) {
+				p.mu.Unlock()
+				return d
+			}
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.changed:
+		case <-deadline:
+			t.Fatalf("no %s diagnosis within %s; got:\n%s", what, timeout, p.dump())
+		}
+	}
+}
+
+func (p *pipeline) dump() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var b strings.Builder
+	for _, d := range p.diags {
+		b.WriteString("  diagnosis " + string(d.Pattern) + ": " + d.Summary + "\n")
+	}
+	for _, s := range p.signals {
+		b.WriteString("  signal " + s.Kind.String() + " " + s.Flow.String() + " " + s.DropReason + " " + s.DropLocation + "\n")
+	}
+	return b.String()
+}
+
+func (p *pipeline) snapshot() ([]signal.Signal, []diagnosis.Diagnosis) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]signal.Signal(nil), p.signals...), append([]diagnosis.Diagnosis(nil), p.diags...)
+}
+
+func hasEvidence(d diagnosis.Diagnosis, source, fact string) bool {
+	for _, e := range d.Evidence {
+		if e.Source == source && strings.Contains(e.Fact, fact) {
+			return true
+		}
+	}
+	return false
+}
