@@ -418,18 +418,27 @@ int on_kfree_skb(u64 *ctx)
 	struct sk_buff *skb = (void *)ctx[0];
 	__u64 location = ctx[1];
 	__u32 reason = (__u32)ctx[2];
+	struct nc_event e;
 	struct sock *sk;
-	struct nc_event e = {};
 	__u8 *mode;
 
-	if (reason < NC_CORE_REASONS)
+	/* Hot path: every dropped packet of the host passes here. Keep it to
+	 * an inlined array lookup; the event is zeroed only once it counts. */
+	if (reason < NC_CORE_REASONS) {
 		mode = bpf_map_lookup_elem(&drop_reasons, &reason);
-	else
+		if (!mode || !*mode)
+			return 0;
+	} else {
+		/* Separate call site so the compiler cannot merge it with the
+		 * array lookup (the verifier inlines only single-map sites). */
+		asm volatile("" ::: "memory");
 		mode = bpf_map_lookup_elem(&drop_reasons_ext, &reason);
-	if (!mode || !*mode)
-		return 0;
+		if (!mode || !*mode)
+			return 0;
+	}
 	if (*mode == NC_DROP_AT_LOCATION && !location_allowed(location))
 		return 0;
+	__builtin_memset(&e, 0, sizeof(e));
 	if (parse_packet(skb, &e))
 		return 0;
 
@@ -445,7 +454,9 @@ int on_kfree_skb(u64 *ctx)
 		e.state = BPF_CORE_READ(sk, __sk_common.skc_state);
 		fill_netns(&e, BPF_CORE_READ(sk, __sk_common.skc_net.net));
 		/* skb->sk is an RCU pointer the cookie helper refuses: take the
-		 * cookie if the socket already has one. */
+		 * cookie only if the socket already has one (the other probes
+		 * create it at the first retransmit, so only a socket's first
+		 * dropped packet may lack it). */
 		e.sock_cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 		e.flags |= NC_F_SOCK;
 	} else if (kfree_skb_has_rx_sk) {

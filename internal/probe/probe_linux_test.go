@@ -3,6 +3,7 @@
 package probe
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -172,85 +173,202 @@ func TestClosedPort(t *testing.T) {
 
 // An nft rule drops the SYN: the kernel records NETFILTER_DROP at
 // nft_do_chain in the namespace, and the client retransmits in SYN_SENT.
+// In the input chain the packet has a device (lo); in the output chain it
+// has none and the namespace comes from the packet's socket, and the
+// retransmission itself fails with EPERM.
 func TestFirewallDrop(t *testing.T) {
 	_, col := startProbe(t, Config{})
-	for _, fam := range families {
-		t.Run(fam.name, func(t *testing.T) {
-			ns := newTestNetns(t)
-			const port = 4243
-			ns.nft(t, `table inet nc_probe_test {
-	chain input {
-		type filter hook input priority 0; policy accept;
-		tcp dport 4243 tcp flags syn drop
+	chains := []struct {
+		name    string
+		hook    string
+		dev     string
+		withSk  bool
+		reErr   int32
+		setPort int
+	}{
+		{"input", "input", "lo", false, 0, 4243},
+		{"output", "output", "", true, -int32(unix.EPERM), 4245},
 	}
-}`)
-			srv := ns.socket(t, fam.af)
-			if err := unix.Bind(srv, sockaddr(fam.loopback, port)); err != nil {
-				t.Fatalf("bind: %v", err)
-			}
-			if err := unix.Listen(srv, 8); err != nil {
-				t.Fatalf("listen: %v", err)
-			}
-			fd := ns.socket(t, fam.af)
-			if err := unix.SetNonblock(fd, true); err != nil {
-				t.Fatal(err)
-			}
-			if err := unix.Connect(fd, sockaddr(fam.loopback, port)); !errors.Is(err, unix.EINPROGRESS) {
-				t.Fatalf("nonblocking connect = %v, want EINPROGRESS", err)
-			}
-			cookie := sockCookie(t, fd)
-			client := signal.Flow{Proto: signal.ProtoTCP, Src: fam.loopback, Dst: fam.loopback, SrcPort: localPort(t, fd), DstPort: port}
-			inNs := func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie }
+	for _, ch := range chains {
+		for _, fam := range families {
+			t.Run(ch.name+"/"+fam.name, func(t *testing.T) {
+				ns := newTestNetns(t)
+				port := ch.setPort
+				ns.nft(t, fmt.Sprintf(`table inet nc_probe_test {
+	chain c {
+		type filter hook %s priority 0; policy accept;
+		tcp dport %d tcp flags syn drop
+	}
+}`, ch.hook, port))
+				srv := ns.socket(t, fam.af)
+				if err := unix.Bind(srv, sockaddr(fam.loopback, port)); err != nil {
+					t.Fatalf("bind: %v", err)
+				}
+				if err := unix.Listen(srv, 8); err != nil {
+					t.Fatalf("listen: %v", err)
+				}
+				fd := ns.socket(t, fam.af)
+				if err := unix.SetNonblock(fd, true); err != nil {
+					t.Fatal(err)
+				}
+				// Asking for the cookie creates it; a drop can only report a
+				// cookie the socket already has (see on_kfree_skb).
+				cookie := sockCookie(t, fd)
+				if err := unix.Connect(fd, sockaddr(fam.loopback, port)); !errors.Is(err, unix.EINPROGRESS) {
+					t.Fatalf("nonblocking connect = %v, want EINPROGRESS", err)
+				}
+				client := signal.Flow{Proto: signal.ProtoTCP, Src: fam.loopback, Dst: fam.loopback, SrcPort: localPort(t, fd), DstPort: uint16(port)}
+				inNs := func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie }
 
-			drop, ok := col.waitFor(func(s signal.Signal) bool {
-				return inNs(s) && s.Kind == signal.KindDrop && s.Flow == client
-			}, 2*time.Second)
-			if !ok {
-				t.Fatalf("no drop of the SYN; signals in the namespace:\n%s", dump(col.matching(inNs)))
-			}
-			if drop.DropReason != "NETFILTER_DROP" || drop.DropLocation != "nft_do_chain" ||
-				drop.TCPFlags != signal.TCPFlagSYN || drop.NetnsInode != uint32(ns.inode) || drop.Dev != "lo" {
-				t.Errorf("drop = %s, want NETFILTER_DROP at nft_do_chain of a SYN on lo in netns inode %d", dump([]signal.Signal{drop}), ns.inode)
-			}
-			// The first SYN retransmission comes after the initial RTO (1 s).
-			re, ok := col.waitFor(func(s signal.Signal) bool {
-				return inNs(s) && s.Kind == signal.KindRetransmit && s.Flow == client
-			}, 3*time.Second)
-			if !ok {
-				t.Fatalf("no retransmit; signals in the namespace:\n%s", dump(col.matching(inNs)))
-			}
-			if re.State != signal.StateSynSent || re.Retransmits != 1 || re.Err != 0 ||
-				re.TCPFlags != signal.TCPFlagSYN || re.SockCookie != cookie {
-				t.Errorf("retransmit = %s, want SYN_SENT, first retransmission, err 0, SYN, cookie %d", dump([]signal.Signal{re}), cookie)
-			}
-			if d := re.Time.Sub(drop.Time); d < 800*time.Millisecond || d > 2*time.Second {
-				t.Errorf("retransmit %v after the first drop, want about 1 s", d)
-			}
-		})
+				drop, ok := col.waitFor(func(s signal.Signal) bool {
+					return inNs(s) && s.Kind == signal.KindDrop && s.Flow == client
+				}, 2*time.Second)
+				if !ok {
+					t.Fatalf("no drop of the SYN; signals in the namespace:\n%s", dump(col.matching(inNs)))
+				}
+				if drop.DropReason != "NETFILTER_DROP" || drop.DropLocation != "nft_do_chain" ||
+					drop.TCPFlags != signal.TCPFlagSYN || drop.NetnsInode != uint32(ns.inode) || drop.Dev != ch.dev {
+					t.Errorf("drop = %s, want NETFILTER_DROP at nft_do_chain of a SYN on %q in netns inode %d",
+						dump([]signal.Signal{drop}), ch.dev, ns.inode)
+				}
+				if ch.withSk && drop.SockCookie != cookie {
+					t.Errorf("drop socket cookie %d, want the client's %d", drop.SockCookie, cookie)
+				}
+				// The first SYN retransmission comes after the initial RTO (1 s).
+				re, ok := col.waitFor(func(s signal.Signal) bool {
+					return inNs(s) && s.Kind == signal.KindRetransmit && s.Flow == client
+				}, 3*time.Second)
+				if !ok {
+					t.Fatalf("no retransmit; signals in the namespace:\n%s", dump(col.matching(inNs)))
+				}
+				if re.State != signal.StateSynSent || re.Retransmits != 1 || re.Err != ch.reErr ||
+					re.TCPFlags != signal.TCPFlagSYN || re.SockCookie != cookie {
+					t.Errorf("retransmit = %s, want SYN_SENT, first retransmission, err %d, SYN, cookie %d",
+						dump([]signal.Signal{re}), ch.reErr, cookie)
+				}
+				if d := re.Time.Sub(drop.Time); d < 800*time.Millisecond || d > 2*time.Second {
+					t.Errorf("retransmit %v after the first drop, want about 1 s", d)
+				}
+			})
+		}
 	}
 }
 
-// Successful connections must never reach user space.
-func TestSuccessIsSilent(t *testing.T) {
-	p, col := startProbe(t, Config{})
+// With a ring buffer too small for a burst and nobody reading, the kernel
+// counts what it could not queue; every record is either read or counted.
+func TestLostCounter(t *testing.T) {
+	requireProbe(t)
+	p, err := Open(Config{RingBufferBytes: 1}) // one page: 28 records
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
 	ns := newTestNetns(t)
 	lo := netip.MustParseAddr("127.0.0.1")
-	srv := ns.socket(t, unix.AF_INET)
-	if err := unix.Bind(srv, sockaddr(lo, 4244)); err != nil {
+	const refused = 50 // 4 records each: drop, reset sent, reset received, state change
+	for range refused {
+		var fd int
+		ns.run(func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Connect(fd, sockaddr(lo, 4246)); !errors.Is(err, unix.ECONNREFUSED) {
+			t.Fatalf("connect = %v, want ECONNREFUSED", err)
+		}
+		unix.Close(fd)
+	}
+	lost := p.Lost()
+	if lost == 0 {
+		t.Fatalf("Lost() = 0 after %d records into a one-page ring buffer", refused*4)
+	}
+	var read int
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- p.Run(ctx, func(s signal.Signal) {
+			if s.NetnsCookie == ns.cookie {
+				read++
+			}
+		})
+	}()
+	time.Sleep(300 * time.Millisecond)
+	// Close, not cancel: Run must return nil.
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Run after Close returned %v, want nil", err)
+	}
+	cancel()
+	if got := uint64(read) + lost; got != refused*4 {
+		t.Errorf("read %d + lost %d = %d records, want %d", read, lost, got, refused*4)
+	}
+	if p.Lost() != lost {
+		t.Errorf("Lost() after Close = %d, want %d", p.Lost(), lost)
+	}
+}
+
+// Stats reports the kernel's per-program accounting; the figures are logged
+// for the benchmark notes.
+func TestStats(t *testing.T) {
+	p, _ := startProbe(t, Config{})
+	st, err := EnableStats()
+	if err != nil {
+		t.Skipf("skipping: %v (needs CAP_SYS_ADMIN)", err)
+	}
+	defer st.Close()
+	before, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := newTestNetns(t)
+	const conns = 500
+	loopbackConnects(t, ns, conns, 4247)
+	after, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]ProgramStats{}
+	for i, a := range after {
+		a.RunCount -= before[i].RunCount
+		a.RunTime -= before[i].RunTime
+		byName[a.Name] = a
+		t.Logf("%-24s %-32s calls %6d  %6.0f ns/call  %.2f calls/conn", a.Name, a.Hook, a.RunCount, a.NsPerCall(), float64(a.RunCount)/conns)
+	}
+	// Each connection moves two sockets through several states.
+	if n := byName["on_inet_sock_set_state"].RunCount; n < 4*conns {
+		t.Errorf("inet_sock_set_state ran %d times for %d connections, want >= %d", n, conns, 4*conns)
+	}
+	if byName["on_inet_sock_set_state"].RunTime <= 0 {
+		t.Errorf("no run time accounted with statistics enabled")
+	}
+}
+
+// loopbackConnects opens, uses and cleanly closes n connections in ns.
+func loopbackConnects(t testing.TB, ns *testNetns, n, port int) {
+	t.Helper()
+	lo := netip.MustParseAddr("127.0.0.1")
+	var srv int
+	var err error
+	ns.run(func() { srv, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(srv)
+	if err := unix.Bind(srv, sockaddr(lo, port)); err != nil {
 		t.Fatalf("bind: %v", err)
 	}
 	if err := unix.Listen(srv, 64); err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	const conns = 300
-	for i := range conns {
+	buf := make([]byte, 4)
+	for i := range n {
 		var fd int
-		var err error
 		ns.run(func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0) })
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Connect(fd, sockaddr(lo, 4244)); err != nil {
+		if err := unix.Connect(fd, sockaddr(lo, port)); err != nil {
 			unix.Close(fd)
 			t.Fatalf("connect %d: %v", i, err)
 		}
@@ -262,13 +380,20 @@ func TestSuccessIsSilent(t *testing.T) {
 		if _, err := unix.Write(fd, []byte("ping")); err != nil {
 			t.Fatalf("write: %v", err)
 		}
-		buf := make([]byte, 4)
 		if _, err := unix.Read(afd, buf); err != nil {
 			t.Fatalf("read: %v", err)
 		}
 		unix.Close(fd)
 		unix.Close(afd)
 	}
+}
+
+// Successful connections must never reach user space.
+func TestSuccessIsSilent(t *testing.T) {
+	p, col := startProbe(t, Config{})
+	ns := newTestNetns(t)
+	const conns = 300
+	loopbackConnects(t, ns, conns, 4244)
 	// Give late records (TIME_WAIT, FIN handling in softirq) time to arrive.
 	time.Sleep(500 * time.Millisecond)
 	if got := col.matching(func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie }); len(got) != 0 {
