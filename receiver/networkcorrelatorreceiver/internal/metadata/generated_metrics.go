@@ -62,7 +62,7 @@ type metricNetworkcorrelatorDiagnoses struct {
 // init fills networkcorrelator.diagnoses metric with initial data.
 func (m *metricNetworkcorrelatorDiagnoses) init() {
 	m.data.SetName("networkcorrelator.diagnoses")
-	m.data.SetDescription("Diagnoses emitted, one log record each. Repeats of the same cause inside the correlation window are aggregated into one diagnosis.")
+	m.data.SetDescription("Diagnoses handed to the logs pipeline, one log record each. A cause is reported when first diagnosed; its repeats inside the correlation window are counted into it and reported once more, as an update, when the window closes if anything was added.")
 	m.data.SetUnit("{diagnosis}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)

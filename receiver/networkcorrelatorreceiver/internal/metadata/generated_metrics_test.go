@@ -139,7 +139,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["networkcorrelator.diagnoses"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Diagnoses emitted, one log record each. Repeats of the same cause inside the correlation window are aggregated into one diagnosis.", mi.Description())
+						assert.Equal(t, "Diagnoses handed to the logs pipeline, one log record each. A cause is reported when first diagnosed; its repeats inside the correlation window are counted into it and reported once more, as an update, when the window closes if anything was added.", mi.Description())
 						assert.Equal(t, "{diagnosis}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -156,7 +156,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["networkcorrelator.diagnoses"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Diagnoses emitted, one log record each. Repeats of the same cause inside the correlation window are aggregated into one diagnosis.", mi.Description())
+						assert.Equal(t, "Diagnoses handed to the logs pipeline, one log record each. A cause is reported when first diagnosed; its repeats inside the correlation window are counted into it and reported once more, as an update, when the window closes if anything was added.", mi.Description())
 						assert.Equal(t, "{diagnosis}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
