@@ -147,9 +147,9 @@ func TestKernelScenarios(t *testing.T) {
 			if d.Destination.NetnsInode != 0 && d.Destination.NetnsInode != server.Inode {
 				t.Errorf("destination netns inode = %d, want the server's %d", d.Destination.NetnsInode, server.Inode)
 			}
-			if tc.pattern == diagnosis.PatternSYNDropped && !strings.Contains(d.Summary+d.Details, server.Netns) &&
-				!strings.Contains(d.Summary+d.Details, fmt.Sprint(server.Inode)) {
-				t.Errorf("the drop's namespace (%s, inode %d) is not named: %s | %s", server.Netns, server.Inode, d.Summary, d.Details)
+			// Where it failed is named in the user's terms: the `ip netns` name.
+			if !strings.Contains(d.Summary, server.Netns) {
+				t.Errorf("the server's namespace %s is not named in the summary: %s", server.Netns, d.Summary)
 			}
 		})
 	}

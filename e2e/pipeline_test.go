@@ -12,6 +12,7 @@ import (
 
 	"github.com/network-correlator/network-correlator/internal/correlate"
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/hostctx"
 	"github.com/network-correlator/network-correlator/internal/lab"
 	"github.com/network-correlator/network-correlator/internal/probe"
 	"github.com/network-correlator/network-correlator/internal/signal"
@@ -42,6 +43,7 @@ func startPipeline(t *testing.T, l *lab.Lab) *pipeline {
 		SYNTimeout: time.Second,
 		Window:     time.Minute,
 		MaxFlows:   100000,
+		NetnsNamer: hostctx.NewNetnsNames(),
 	}, func(d diagnosis.Diagnosis) {
 		if err := d.Validate(); err != nil {
 			t.Errorf("invalid diagnosis emitted: %v", err)
