@@ -96,8 +96,8 @@ var confCases = []confCase{
 		expect: []string{"* -> x/a false", "y/a -> x/a true"},
 	}}},
 	{"ports", "x/a x/b y/a y/b z/a", []confStep{{
-		do:    []string{confPolicy("x", "metadata: {name: p}\nspec: {podSelector: {matchLabels: {pod: a}}, ingress: [{from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: 'y'}}}], ports: [{port: 81, protocol: TCP}]}]}")},
-		port:  81,
+		do:     []string{confPolicy("x", "metadata: {name: p}\nspec: {podSelector: {matchLabels: {pod: a}}, ingress: [{from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: 'y'}}}], ports: [{port: 81, protocol: TCP}]}]}")},
+		port:   81,
 		expect: []string{"x/* -> x/a false", "y/* -> x/a true", "z/* -> x/a false"},
 	}}},
 	{"stacked policies with overlapping podSelectors", "x/a x/b y/a y/b z/a", []confStep{

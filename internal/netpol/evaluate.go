@@ -101,6 +101,28 @@ func (x *Index) Evaluate(f Flow) (Verdict, error) {
 	return v, nil
 }
 
+// Allowed answers only the overall verdict, without attribution: the fast
+// path for callers that judge many flows and explain only the denied ones.
+func (x *Index) Allowed(f Flow) (bool, error) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	proto, err := normProto(f.Protocol)
+	if err != nil {
+		return false, err
+	}
+	if f.Port < 1 || f.Port > 65535 {
+		return false, fmt.Errorf("netpol: port %d out of range 1-65535", f.Port)
+	}
+	q := query{proto: proto, port: f.Port}
+	if q.src, err = x.resolveLocked(f.Src); err != nil {
+		return false, err
+	}
+	if q.dst, err = x.resolveLocked(f.Dst); err != nil {
+		return false, err
+	}
+	return x.allowed(Egress, &q) && x.allowed(Ingress, &q), nil
+}
+
 // allowed is the verdict without explanation, for verifying resolutions.
 func (x *Index) allowed(dir Direction, q *query) bool {
 	return x.judge(dir, q, false).Allowed
