@@ -24,6 +24,7 @@ test: ## run every test, root and lab tests included (run as root)
 
 .PHONY: collector
 collector: $(GOBIN)/builder ## build the collector with ocb from builder-config.yaml
+	mkdir -p _build/collector
 	$(GOBIN)/builder --config builder-config.yaml
 
 .PHONY: run
