@@ -107,8 +107,11 @@ type Stats struct {
 
 const (
 	maxPatterns = 16
-	maxSock     = 6 // socket signals kept per connection
-	maxPkt      = 6 // drops / sent resets kept per connection
+	maxSock     = 4 // socket signals kept per connection
+	maxPkt      = 4 // drops / sent resets kept per connection
+	// A connection is rarely diagnosed by more than two patterns; beyond
+	// that, later signals of the extra ones are not folded (still counted).
+	maxDiagRefs = 2
 )
 
 // connKey is the 5-tuple in a canonical order, so both directions (and the
@@ -142,7 +145,7 @@ func (k aggKey) String() string {
 }
 
 type diagRef struct {
-	set bool
+	idx uint8
 	key aggKey
 }
 
@@ -162,7 +165,11 @@ type flowState struct {
 	pendingDue time.Time
 	gen        uint64
 
-	diag [maxPatterns]diagRef
+	// diagnosed: bit i set once pattern i diagnosed this connection; refs
+	// hold the aggregation keys of the first maxDiagRefs of them.
+	diagnosed uint16
+	refs      [maxDiagRefs]diagRef
+	nrefs     uint8
 
 	list       *flowList
 	prev, next *flowState
@@ -298,21 +305,24 @@ func socketSide(k signal.Kind) bool {
 // Observe feeds one signal.
 func (e *Engine) Observe(s signal.Signal) {
 	e.stats.Signals++
-	k := keyOf(s.Flow)
+	// Work on the engine's copy: a pointer to the argument would make every
+	// signal escape to the heap through the pattern interface.
+	e.trigger = s
+	t := &e.trigger
+	k := keyOf(t.Flow)
 	f := e.flows[k]
 	if f == nil {
-		if !e.wanted(&s) {
+		if !e.wanted(t) {
 			e.stats.Ignored++
 			return
 		}
-		f = e.newFlow(k, &s)
+		f = e.newFlow(k, t)
 	}
-	e.record(f, &s)
-	e.trigger = s
-	e.evaluate(f, &e.trigger, s.Time)
+	e.record(f, t)
+	e.evaluate(f, t, t.Time)
 	// The client socket left SYN_SENT or closed: this connection is decided.
-	if s.Kind == signal.KindStateChange && s.Flow == f.flow &&
-		(s.OldState == signal.StateSynSent || s.State == signal.StateClose) {
+	if t.Kind == signal.KindStateChange && t.Flow == f.flow &&
+		(t.OldState == signal.StateSynSent || t.State == signal.StateClose) {
 		e.removeFlow(f)
 	}
 }
@@ -430,7 +440,7 @@ func (e *Engine) fillEvidence(f *flowState, trigger *signal.Signal, now time.Tim
 	ev.Now, ev.Trigger = now, trigger
 	ev.Socket = f.sock[:f.nsock]
 	ev.Packet = f.pkt[:f.npkt]
-	ev.SynRetrans = f.retr
+	ev.SynRetrans = &f.retr
 	return ev
 }
 
@@ -490,17 +500,26 @@ func (e *Engine) apply(f *flowState, ev *pattern.Evidence, m match, all []match,
 
 	// A later signal of a connection this pattern already diagnosed (SYN
 	// retries, the final timeout): the same failure, not a new occurrence.
-	if ref := &f.diag[m.idx]; ref.set {
+	if f.diagnosed&(1<<m.idx) != 0 {
 		e.stats.FollowUps++
-		if a := e.aggs[ref.key]; a != nil {
-			a.followUps++
-			a.changed = true
-			a.touch(at)
-			e.addEvidence(a, ev)
+		for _, ref := range f.refs[:f.nrefs] {
+			if int(ref.idx) != m.idx {
+				continue
+			}
+			if a := e.aggs[ref.key]; a != nil {
+				a.followUps++
+				a.changed = true
+				a.touch(at)
+				e.addEvidence(a, ev)
+			}
 		}
 		return
 	}
-	f.diag[m.idx] = diagRef{set: true, key: key}
+	f.diagnosed |= 1 << m.idx
+	if int(f.nrefs) < maxDiagRefs {
+		f.refs[f.nrefs] = diagRef{idx: uint8(m.idx), key: key}
+		f.nrefs++
+	}
 
 	if a := e.aggs[key]; a != nil {
 		e.stats.Aggregated++

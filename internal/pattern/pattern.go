@@ -69,8 +69,9 @@ type Evidence struct {
 	// Packet: drops and sent resets for the same 5-tuple in either direction,
 	// from any netns on the node (bounded likewise).
 	Packet []signal.Signal
-	// SynRetrans summarises retransmits in SYN_SENT.
-	SynRetrans Retransmits
+	// SynRetrans summarises retransmits in SYN_SENT (nil = none); a pointer
+	// so asking every pattern does not copy it.
+	SynRetrans *Retransmits
 	Namer      NetnsNamer
 }
 
@@ -194,6 +195,16 @@ func ClientClose(s *signal.Signal) bool {
 	return s.Kind == signal.KindStateChange && s.OldState == signal.StateSynSent && s.State == signal.StateClose
 }
 
+var noRetrans Retransmits
+
+// Retrans returns the SYN retransmit summary, never nil; do not modify it.
+func (ev *Evidence) Retrans() *Retransmits {
+	if ev.SynRetrans == nil {
+		return &noRetrans
+	}
+	return ev.SynRetrans
+}
+
 // SynDrops calls f for each drop of this connection's SYN (client -> server,
 // SYN without ACK) in arrival order; f returns false to stop.
 func (ev *Evidence) SynDrops(f func(s *signal.Signal) bool) {
@@ -276,7 +287,7 @@ func (ev *Evidence) ConnectStart() time.Time {
 			start = t
 		}
 	}
-	if r := ev.SynRetrans; r.Count > 0 {
+	if r := ev.Retrans(); r.Count > 0 {
 		earlier(r.First.Time.Add(-synSchedule(r.First.Retransmits)))
 	}
 	if d := ev.FirstSynDrop(""); d != nil {

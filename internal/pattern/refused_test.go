@@ -133,7 +133,8 @@ func serverDrop(at time.Duration, reason string) signal.Signal {
 // evidence builds what the correlator would hold after seeing sigs, with the
 // last one as the trigger.
 func evidence(sigs ...signal.Signal) *pattern.Evidence {
-	ev := &pattern.Evidence{Flow: flow, Oriented: true, Client: pattern.Netns{Cookie: 4097, Inode: clientInode}}
+	ev := &pattern.Evidence{Flow: flow, Oriented: true, Client: pattern.Netns{Cookie: 4097, Inode: clientInode},
+		SynRetrans: &pattern.Retransmits{}}
 	for i := range sigs {
 		s := sigs[i]
 		switch {

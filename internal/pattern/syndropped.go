@@ -64,7 +64,7 @@ func (p SYNDropped) Match(ev *Evidence) (Verdict, Outcome) {
 			return Verdict{}, NoMatch
 		}
 	case ClientClose(t) && t.SkErr == ETIMEDOUT:
-	case ClientClose(t) && t.SkErr == EHOSTUNREACH && ev.SynRetrans.EBUSY > 0:
+	case ClientClose(t) && t.SkErr == EHOSTUNREACH && ev.Retrans().EBUSY > 0:
 		// ARP never resolved: the SYN never left; other EHOSTUNREACH closes
 		// (ICMP host unreachable) belong to other patterns.
 	default:
@@ -109,7 +109,7 @@ func (SYNDropped) facts(ev *Evidence) synFacts {
 
 func (p SYNDropped) verdict(ev *Evidence) Verdict {
 	f := p.facts(ev)
-	r := ev.SynRetrans
+	r := ev.Retrans()
 	// The longer the SYN goes unanswered, the less likely a transient loss.
 	c := 0.35 + 0.05*float64(min(max(r.Count-1, 0), 4))
 	if f.close != nil {
@@ -152,7 +152,7 @@ func (p SYNDropped) verdict(ev *Evidence) Verdict {
 
 func (p SYNDropped) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis {
 	f := p.facts(ev)
-	r := ev.SynRetrans
+	r := ev.Retrans()
 	dst := netip.AddrPortFrom(ev.Flow.Dst, ev.Flow.DstPort).String()
 	where := NetnsName(ev.Namer, v.Where)
 	start := ev.ConnectStart()
