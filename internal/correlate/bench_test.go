@@ -45,7 +45,7 @@ func mixedWorkload(span time.Duration, connects int) []signal.Signal {
 					NetnsCookie: clientCookie, NetnsInode: clientInode, OldState: signal.StateSynSent, State: signal.StateClose, SkErr: 111})
 			if reason == "NO_SOCKET" {
 				out = append(out, signal.Signal{Kind: signal.KindResetSent, Time: start.Add(10 * time.Microsecond), Flow: f.Reverse(),
-					NetnsCookie: serverCookie, NetnsInode: serverInode, TCPFlags: signal.TCPFlagRST | signal.TCPFlagACK})
+					NetnsCookie: serverCookie, NetnsInode: serverInode, TCPFlags: signal.TCPFlagSYN, ResetReason: "NO_SOCKET"})
 			}
 		case 2: // SYN dropped by a rule: drop, 3 retransmits (each dropped), timeout
 			f := signal.Flow{Proto: signal.ProtoTCP, Src: client, Dst: addr(4000 + i%20), SrcPort: next(), DstPort: 5432}
@@ -56,7 +56,7 @@ func mixedWorkload(span time.Duration, connects int) []signal.Signal {
 					DropReason: "NETFILTER_DROP", DropLocation: "nft_do_chain", Dev: "eth0"})
 				if n > 0 {
 					out = append(out, signal.Signal{Kind: signal.KindRetransmit, Time: t, Flow: f, NetnsCookie: clientCookie,
-						NetnsInode: clientInode, State: signal.StateSynSent, TCPFlags: signal.TCPFlagSYN, Retransmits: uint32(n - 1)})
+						NetnsInode: clientInode, State: signal.StateSynSent, TCPFlags: signal.TCPFlagSYN, Retransmits: uint32(n)})
 				}
 			}
 			out = append(out, signal.Signal{Kind: signal.KindStateChange, Time: start.Add(5 * time.Second), Flow: f,

@@ -35,7 +35,7 @@ func refusedClosedPort(at time.Time, sport, dport uint16) []signal.Signal {
 		{Kind: signal.KindDrop, Time: at, Flow: f, NetnsCookie: serverCookie, NetnsInode: serverInode,
 			TCPFlags: signal.TCPFlagSYN, DropReason: "NO_SOCKET", DropLocation: "tcp_v4_rcv", Dev: "eth0"},
 		{Kind: signal.KindResetSent, Time: at.Add(10 * time.Microsecond), Flow: f.Reverse(), NetnsCookie: serverCookie,
-			NetnsInode: serverInode, TCPFlags: signal.TCPFlagRST | signal.TCPFlagACK},
+			NetnsInode: serverInode, TCPFlags: signal.TCPFlagSYN, ResetReason: "NO_SOCKET"},
 		{Kind: signal.KindResetReceived, Time: at.Add(80 * time.Microsecond), Flow: f, NetnsCookie: clientCookie,
 			NetnsInode: clientInode, State: signal.StateSynSent},
 		{Kind: signal.KindStateChange, Time: at.Add(90 * time.Microsecond), Flow: f, NetnsCookie: clientCookie,
@@ -152,7 +152,7 @@ func TestMaxFlowsEviction(t *testing.T) {
 	for i := range 5 {
 		f := tcpFlow(uint16(50000+i), 9000)
 		e.Observe(signal.Signal{Kind: signal.KindRetransmit, Time: t0.Add(time.Second), Flow: f, NetnsCookie: clientCookie,
-			NetnsInode: clientInode, State: signal.StateSynSent, TCPFlags: signal.TCPFlagSYN})
+			NetnsInode: clientInode, State: signal.StateSynSent, TCPFlags: signal.TCPFlagSYN, Retransmits: 1})
 	}
 	// A storm of SYN drops for other 5-tuples (packet evidence only).
 	for i := range 1000 {
@@ -170,7 +170,7 @@ func TestMaxFlowsEviction(t *testing.T) {
 		f := tcpFlow(uint16(50000+i), 9000)
 		for n, at := range []time.Duration{2 * time.Second, 3 * time.Second} {
 			e.Observe(signal.Signal{Kind: signal.KindRetransmit, Time: t0.Add(at), Flow: f, NetnsCookie: clientCookie,
-				NetnsInode: clientInode, State: signal.StateSynSent, TCPFlags: signal.TCPFlagSYN, Retransmits: uint32(n + 1)})
+				NetnsInode: clientInode, State: signal.StateSynSent, TCPFlags: signal.TCPFlagSYN, Retransmits: uint32(n + 2)})
 		}
 	}
 	if len(r.ds) != 1 || r.ds[0].Pattern != diagnosis.PatternSYNDropped || !strings.Contains(r.ds[0].Details, "Diagnosed at SYN retransmit 3") {
@@ -211,7 +211,7 @@ func TestExpiry(t *testing.T) {
 	// Packet-only evidence lives for Window, a connecting socket for FlowTTL.
 	e.Observe(refusedClosedPort(t0, 30000, 8080)[0])
 	e.Observe(signal.Signal{Kind: signal.KindRetransmit, Time: t0, Flow: tcpFlow(30001, 8080), NetnsInode: clientInode,
-		State: signal.StateSynSent, Retransmits: 0, TCPFlags: signal.TCPFlagSYN})
+		State: signal.StateSynSent, Retransmits: 1, TCPFlags: signal.TCPFlagSYN})
 	e.Tick(t0.Add(31 * time.Second))
 	if st := e.Stats(); st.FlowsTracked != 1 || st.Expired != 1 {
 		t.Fatalf("after Window: %+v", st)

@@ -243,14 +243,21 @@ func (ev *Evidence) CountSynDrops(reason string) int {
 	return n
 }
 
-// ResetSent returns the first RST sent on this connection by any netns here.
+// ResetSent returns the first RST sent by a netns here in answer to this
+// connection's SYN (the probe reports the triggering segment's flags; 0 when
+// unknown).
 func (ev *Evidence) ResetSent() *signal.Signal {
 	for i := range ev.Packet {
-		if ev.Packet[i].Kind == signal.KindResetSent {
-			return &ev.Packet[i]
+		if s := &ev.Packet[i]; ResetForSYN(s) {
+			return s
 		}
 	}
 	return nil
+}
+
+// ResetForSYN reports a sent RST whose triggering segment was a SYN (or unknown).
+func ResetForSYN(s *signal.Signal) bool {
+	return s.Kind == signal.KindResetSent && (s.TCPFlags == 0 || IsSYN(s.TCPFlags))
 }
 
 // SocketSignal returns the first socket signal satisfying f.
@@ -263,10 +270,11 @@ func (ev *Evidence) SocketSignal(f func(s *signal.Signal) bool) *signal.Signal {
 	return nil
 }
 
-// synSchedule is when the n-th SYN retransmission (icsk_retransmits = n) fires
-// after connect() at default sysctls (initial RTO 1 s, tcp_syn_linear_timeouts
-// 4): +1,2,3,4,5 s, then doubling: 7, 11, 19, 35, 67 s (KERNEL.md measured
-// +1..5,7,11,19,35,69). Other settings only make it later, so it is a lower bound.
+// synSchedule is when the n-th SYN retransmission (n = 0 for the first)
+// fires after connect() at default sysctls (initial RTO 1 s,
+// tcp_syn_linear_timeouts 4): +1,2,3,4,5 s, then doubling: 7, 11, 19, 35,
+// 67 s (KERNEL.md measured +1..5,7,11,19,35,69). Other settings only make it
+// later, so it is a lower bound.
 func synSchedule(n uint32) time.Duration {
 	if n <= 4 {
 		return time.Duration(n+1) * time.Second
@@ -275,6 +283,15 @@ func synSchedule(n uint32) time.Duration {
 		n = 30
 	}
 	return time.Duration(3+(1<<(n-3))) * time.Second
+}
+
+// synOrdinal is a SYN retransmit's place (0 = first). The kernel counts
+// icsk_retransmits before sending, so the first reports 1 (measured on 6.18).
+func synOrdinal(s *signal.Signal) uint32 {
+	if s.Retransmits == 0 {
+		return 0
+	}
+	return s.Retransmits - 1
 }
 
 // ConnectStart estimates when the client's connect() sent its first SYN: the
@@ -288,7 +305,7 @@ func (ev *Evidence) ConnectStart() time.Time {
 		}
 	}
 	if r := ev.Retrans(); r.Count > 0 {
-		earlier(r.First.Time.Add(-synSchedule(r.First.Retransmits)))
+		earlier(r.First.Time.Add(-synSchedule(synOrdinal(&r.First))))
 	}
 	if d := ev.FirstSynDrop(""); d != nil {
 		earlier(d.Time)
@@ -316,6 +333,12 @@ func Describe(ev *Evidence, s *signal.Signal) diagnosis.Evidence {
 			flagsOrNone(s.TCPFlags), flowText(s.Flow), ns, dev, s.DropReason, orUnknown(s.DropLocation))
 	case signal.KindResetSent:
 		fact = fmt.Sprintf("RST sent by the kernel in %s on %s", ns, flowText(s.Flow))
+		if s.TCPFlags != 0 {
+			fact += " in answer to a " + flagsOrNone(s.TCPFlags) + " segment"
+		}
+		if s.ResetReason != "" {
+			fact += ", reason " + s.ResetReason
+		}
 	case signal.KindResetReceived:
 		fact = fmt.Sprintf("RST received by the socket in %s in state %s on %s", ns, s.State, flowText(s.Flow))
 	case signal.KindStateChange:

@@ -37,7 +37,7 @@ func (ConnectionRefused) Wants(s *signal.Signal) bool {
 	case signal.KindDrop:
 		return IsSYN(s.TCPFlags)
 	case signal.KindResetSent:
-		return true
+		return ResetForSYN(s)
 	}
 	return false
 }
@@ -190,7 +190,11 @@ func (f refusedFacts) basis() string {
 	add(f.close, "close with ECONNREFUSED")
 	add(f.noSock, "SYN dropped with NO_SOCKET")
 	add(f.nfDrop, "SYN dropped by netfilter")
-	add(f.rstSent, "RST sent by the server's stack")
+	if f.rstSent != nil && f.rstSent.ResetReason != "" {
+		parts = append(parts, "RST sent by the server's stack (reason "+f.rstSent.ResetReason+")")
+	} else {
+		add(f.rstSent, "RST sent by the server's stack")
+	}
 	return strings.Join(parts, ", ")
 }
 

@@ -237,6 +237,9 @@ func TestConnectionRefusedWants(t *testing.T) {
 		{"data drop", sig(signal.KindDrop, 0, func(s *signal.Signal) { s.TCPFlags = signal.TCPFlagPSH | signal.TCPFlagACK }), false},
 		{"SYN-ACK drop", sig(signal.KindDrop, 0, func(s *signal.Signal) { s.TCPFlags = signal.TCPFlagSYN | signal.TCPFlagACK }), false},
 		{"EPIPE close", closeErr(0, signal.StateCloseWait, 32), false},
+		{"RST sent for a SYN", sig(signal.KindResetSent, 0, func(s *signal.Signal) { s.TCPFlags = signal.TCPFlagSYN }), true},
+		{"RST sent, trigger unknown", sig(signal.KindResetSent, 0, nil), true},
+		{"RST sent for a data segment", sig(signal.KindResetSent, 0, func(s *signal.Signal) { s.TCPFlags = signal.TCPFlagPSH | signal.TCPFlagACK }), false},
 		{"retransmit", sig(signal.KindRetransmit, 0, func(s *signal.Signal) { s.State = signal.StateSynSent }), false},
 	}
 	for _, tc := range tests {

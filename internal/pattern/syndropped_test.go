@@ -137,17 +137,17 @@ func TestSYNDroppedMatch(t *testing.T) {
 		out     pattern.Outcome
 		cause   string
 	}{
-		{"first retransmit at 1s", time.Second, []signal.Signal{retrans(time.Second, 0, 0)}, pattern.Match, pattern.CauseNoLocalDrop},
-		{"3s timeout: not at the first", 3 * time.Second, []signal.Signal{retrans(time.Second, 0, 0)}, pattern.NoMatch, ""},
-		{"3s timeout: not at the second", 3 * time.Second, []signal.Signal{retrans(time.Second, 0, 0), retrans(2*time.Second, 1, 0)}, pattern.NoMatch, ""},
-		{"3s timeout: at the third", 3 * time.Second, []signal.Signal{retrans(time.Second, 0, 0), retrans(2*time.Second, 1, 0), retrans(3*time.Second, 2, 0)}, pattern.Match, pattern.CauseNoLocalDrop},
-		{"3s timeout: measured from the SYN drop", 3 * time.Second, []signal.Signal{serverDrop(0, "NETFILTER_DROP"), retrans(3*time.Second, 0, 0)}, pattern.Match, pattern.CauseNetfilterDrop},
-		{"EPERM", time.Second, []signal.Signal{retrans(time.Second, 0, -1)}, pattern.Match, pattern.CauseLocalOutputFirewall},
-		{"EBUSY", time.Second, []signal.Signal{retrans(time.Second, 0, -16)}, pattern.Match, pattern.CauseNeighbourUnresolved},
-		{"other drop reason", time.Second, []signal.Signal{serverDrop(0, "IP_NOROUTE"), retrans(time.Second, 0, 0)}, pattern.Match, pattern.CauseKernelDrop},
+		{"first retransmit at 1s", time.Second, []signal.Signal{retrans(time.Second, 1, 0)}, pattern.Match, pattern.CauseNoLocalDrop},
+		{"3s timeout: not at the first", 3 * time.Second, []signal.Signal{retrans(time.Second, 1, 0)}, pattern.NoMatch, ""},
+		{"3s timeout: not at the second", 3 * time.Second, []signal.Signal{retrans(time.Second, 1, 0), retrans(2*time.Second, 2, 0)}, pattern.NoMatch, ""},
+		{"3s timeout: at the third", 3 * time.Second, []signal.Signal{retrans(time.Second, 1, 0), retrans(2*time.Second, 2, 0), retrans(3*time.Second, 3, 0)}, pattern.Match, pattern.CauseNoLocalDrop},
+		{"3s timeout: measured from the SYN drop", 3 * time.Second, []signal.Signal{serverDrop(0, "NETFILTER_DROP"), retrans(3*time.Second, 1, 0)}, pattern.Match, pattern.CauseNetfilterDrop},
+		{"EPERM", time.Second, []signal.Signal{retrans(time.Second, 1, -1)}, pattern.Match, pattern.CauseLocalOutputFirewall},
+		{"EBUSY", time.Second, []signal.Signal{retrans(time.Second, 1, -16)}, pattern.Match, pattern.CauseNeighbourUnresolved},
+		{"other drop reason", time.Second, []signal.Signal{serverDrop(0, "IP_NOROUTE"), retrans(time.Second, 1, 0)}, pattern.Match, pattern.CauseKernelDrop},
 		{"final close alone", time.Second, []signal.Signal{closeErr(135*time.Second, signal.StateSynSent, 110)}, pattern.Match, pattern.CauseNoLocalDrop},
 		{"EHOSTUNREACH without EBUSY is ICMP's", time.Second, []signal.Signal{closeErr(3*time.Second, signal.StateSynSent, 113)}, pattern.NoMatch, ""},
-		{"EHOSTUNREACH after EBUSY", time.Second, []signal.Signal{retrans(time.Second, 0, -16), closeErr(3*time.Second, signal.StateSynSent, 113)}, pattern.Match, pattern.CauseNeighbourUnresolved},
+		{"EHOSTUNREACH after EBUSY", time.Second, []signal.Signal{retrans(time.Second, 1, -16), closeErr(3*time.Second, signal.StateSynSent, 113)}, pattern.Match, pattern.CauseNeighbourUnresolved},
 		{"retransmit in ESTABLISHED", time.Second, []signal.Signal{sig(signal.KindRetransmit, time.Second, func(s *signal.Signal) { s.State = signal.StateEstablished })}, pattern.NoMatch, ""},
 		{"half-open FIN_WAIT1 timeout", time.Second, []signal.Signal{closeErr(9*time.Second, signal.StateFinWait1, 110)}, pattern.NoMatch, ""},
 		{"EPIPE teardown", time.Second, []signal.Signal{closeErr(0, signal.StateCloseWait, 32)}, pattern.NoMatch, ""},
@@ -176,10 +176,10 @@ func TestSYNDroppedMatch(t *testing.T) {
 func TestSYNDroppedConfidenceGrowsWithEvidence(t *testing.T) {
 	p := pattern.SYNDropped{Timeout: time.Second}
 	steps := [][]signal.Signal{
-		{retrans(time.Second, 0, 0)},
-		{retrans(time.Second, 0, 0), retrans(2*time.Second, 1, 0)},
-		{serverDrop(0, "NETFILTER_DROP"), retrans(time.Second, 0, 0), retrans(2*time.Second, 1, 0)},
-		{serverDrop(0, "NETFILTER_DROP"), retrans(time.Second, 0, 0), retrans(2*time.Second, 1, 0), closeErr(135*time.Second, signal.StateSynSent, 110)},
+		{retrans(time.Second, 1, 0)},
+		{retrans(time.Second, 1, 0), retrans(2*time.Second, 2, 0)},
+		{serverDrop(0, "NETFILTER_DROP"), retrans(time.Second, 1, 0), retrans(2*time.Second, 2, 0)},
+		{serverDrop(0, "NETFILTER_DROP"), retrans(time.Second, 1, 0), retrans(2*time.Second, 2, 0), closeErr(135*time.Second, signal.StateSynSent, 110)},
 	}
 	prev := 0.0
 	for i, sigs := range steps {

@@ -28,7 +28,9 @@
 //	                                                 (FIN SYN RST PSH ACK URG ECE CWR), or 0..255
 //	drop_reason    string             DropReason     skb_drop_reason without SKB_DROP_REASON_ ("NO_SOCKET")
 //	drop_location  string             DropLocation   function that freed the skb ("nft_do_chain")
-//	retransmits    number             Retransmits    icsk_retransmits (0 on the first retransmission)
+//	reset_reason   string             ResetReason    sk_rst_reason without SK_RST_REASON_ ("NO_SOCKET")
+//	retransmits    number             Retransmits    icsk_retransmits as the kernel reports it (1 on the
+//	                                                 first SYN retransmission on 6.18)
 //	sock_cookie    number             SockCookie     uint64
 //	pid            number             PID            uint32
 //	comm           string             Comm

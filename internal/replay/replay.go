@@ -128,7 +128,7 @@ func Unmarshal(data []byte, s *signal.Signal) error {
 var fieldOrder = []string{
 	"time", "kind", "proto", "src", "src_port", "dst", "dst_port", "netns_cookie", "netns_inode",
 	"ifindex", "dev", "state", "old_state", "sk_err", "err", "tcp_flags", "drop_reason",
-	"drop_location", "retransmits", "sock_cookie", "pid", "comm",
+	"drop_location", "reset_reason", "retransmits", "sock_cookie", "pid", "comm",
 }
 
 var knownField = func() map[string]bool {
@@ -201,6 +201,8 @@ func decodeField(s *signal.Signal, name string, raw json.RawMessage) error {
 		s.DropReason, err = jsonString(raw)
 	case "drop_location":
 		s.DropLocation, err = jsonString(raw)
+	case "reset_reason":
+		s.ResetReason, err = jsonString(raw)
 	case "retransmits":
 		var v uint64
 		v, err = jsonUint(raw, 32)
@@ -376,6 +378,7 @@ type wire struct {
 	TCPFlags     string `json:"tcp_flags,omitempty"`
 	DropReason   string `json:"drop_reason,omitempty"`
 	DropLocation string `json:"drop_location,omitempty"`
+	ResetReason  string `json:"reset_reason,omitempty"`
 	Retransmits  uint32 `json:"retransmits,omitempty"`
 	SockCookie   uint64 `json:"sock_cookie,omitempty"`
 	PID          uint32 `json:"pid,omitempty"`
@@ -405,6 +408,7 @@ func Marshal(s signal.Signal) ([]byte, error) {
 		TCPFlags:     FlagsString(s.TCPFlags),
 		DropReason:   s.DropReason,
 		DropLocation: s.DropLocation,
+		ResetReason:  s.ResetReason,
 		Retransmits:  s.Retransmits,
 		SockCookie:   s.SockCookie,
 		PID:          s.PID,

@@ -20,7 +20,7 @@ func sampleSignals() []signal.Signal {
 	return []signal.Signal{
 		{Kind: signal.KindDrop, Time: t0, Flow: flow, NetnsCookie: 1 << 60, NetnsInode: 4026532300, Ifindex: 2, Dev: "eth0",
 			TCPFlags: signal.TCPFlagSYN, DropReason: "NO_SOCKET", DropLocation: "tcp_v4_rcv"},
-		{Kind: signal.KindResetSent, Time: t0.Add(time.Microsecond), Flow: flow.Reverse(), TCPFlags: signal.TCPFlagRST | signal.TCPFlagACK},
+		{Kind: signal.KindResetSent, Time: t0.Add(time.Microsecond), Flow: flow.Reverse(), TCPFlags: signal.TCPFlagSYN, ResetReason: "NO_SOCKET"},
 		{Kind: signal.KindStateChange, Time: t0.Add(time.Millisecond), Flow: flow, OldState: signal.StateSynSent, State: signal.StateClose,
 			SkErr: 111, SockCookie: 99, PID: 1234, Comm: "curl"},
 		{Kind: signal.KindRetransmit, Time: t0.In(time.FixedZone("x", 3600)), Flow: signal.Flow{Proto: 200,
