@@ -5,4 +5,4 @@
 // deterministic: the same sources and clang give the same bytes.
 package bpf
 
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang-16 -strip llvm-strip-16 -target bpfel -go-package bpf -type nc_event Probe probe.c -- -O2 -Wall -Werror -mcpu=v3 -Iheaders
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang-16 -strip llvm-strip-16 -target bpfel,bpfeb -go-package bpf -type nc_event Probe probe.c -- -O2 -Wall -Werror -mcpu=v3 -Iheaders

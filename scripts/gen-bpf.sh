@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerates the committed eBPF objects (bpf/probe_bpfel.o, bpf/probe_bpfel.go)
+# Regenerates the committed eBPF objects (bpf/probe_bpf{el,eb}.{o,go})
 # from bpf/probe.c with bpf2go. The output is deterministic for a given clang,
 # so CI can check staleness with:  scripts/gen-bpf.sh --check
 # Needs clang-16 and llvm-strip-16 (Debian: clang-16 llvm-16) and libbpf's

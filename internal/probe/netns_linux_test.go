@@ -28,7 +28,7 @@ type testNetns struct {
 	do     chan func()
 }
 
-func newTestNetns(t *testing.T) *testNetns {
+func newTestNetns(t testing.TB) *testNetns {
 	t.Helper()
 	ns := &testNetns{do: make(chan func())}
 	ready := make(chan error, 1)
@@ -93,7 +93,7 @@ func (ns *testNetns) run(f func()) {
 }
 
 // socket creates a TCP socket inside the namespace, closed at cleanup.
-func (ns *testNetns) socket(t *testing.T, family int) int {
+func (ns *testNetns) socket(t testing.TB, family int) int {
 	t.Helper()
 	var fd int
 	var err error
