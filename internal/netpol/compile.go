@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -68,11 +69,11 @@ func (p compiledPort) String() string {
 	case p.anyPort:
 		return string(p.proto) + " (any port)"
 	case p.named != "":
-		return fmt.Sprintf("%s port %q", p.proto, p.named)
+		return string(p.proto) + " port " + strconv.Quote(p.named)
 	case p.endPort != 0:
-		return fmt.Sprintf("%s %d-%d", p.proto, p.port, p.endPort)
+		return string(p.proto) + " " + strconv.Itoa(int(p.port)) + "-" + strconv.Itoa(int(p.endPort))
 	}
-	return fmt.Sprintf("%s %d", p.proto, p.port)
+	return string(p.proto) + " " + strconv.Itoa(int(p.port))
 }
 
 func (b *ipBlock) String() string {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,7 +16,6 @@ type resolved struct {
 	pod  *Pod
 	ns   *nsState
 	ips  []netip.Addr // the addresses ipBlocks are matched against
-	one  [1]netip.Addr
 }
 
 func (x *Index) resolveLocked(e Endpoint) (resolved, error) {
@@ -31,8 +31,7 @@ func (x *Index) resolveLocked(e Endpoint) (resolved, error) {
 			r.kind = EndpointHostNetwork
 		}
 		if e.IP.IsValid() {
-			r.one[0] = e.IP.Unmap()
-			r.ips = r.one[:]
+			r.ips = []netip.Addr{e.IP.Unmap()}
 		} else {
 			r.ips = r.pod.IPs
 		}
@@ -42,18 +41,30 @@ func (x *Index) resolveLocked(e Endpoint) (resolved, error) {
 		return r, fmt.Errorf("netpol: endpoint has neither a pod nor an IP")
 	}
 	ip := e.IP.Unmap()
-	r.one[0] = ip
-	r.ips = r.one[:]
 	if p := x.podsByIP[ip]; p != nil {
+		// The pod's own address list holds ip: no allocation.
 		r.kind, r.pod, r.ns = EndpointPod, p, x.ns[p.Namespace]
+		r.ips = sameAddr(p.IPs, ip)
 		return r, nil
 	}
 	if p := x.hostIPs[ip]; p != nil {
 		r.kind, r.pod, r.ns = EndpointHostNetwork, p, x.ns[p.Namespace]
+		r.ips = sameAddr(p.IPs, ip)
 		return r, nil
 	}
 	r.kind = EndpointExternal
+	r.ips = []netip.Addr{ip}
 	return r, nil
+}
+
+// sameAddr returns the one-element subslice of ips holding ip.
+func sameAddr(ips []netip.Addr, ip netip.Addr) []netip.Addr {
+	for i := range ips {
+		if ips[i] == ip {
+			return ips[i : i+1 : i+1]
+		}
+	}
+	return []netip.Addr{ip}
 }
 
 func normProto(p corev1.Protocol) (corev1.Protocol, error) {
@@ -372,14 +383,14 @@ func (x *Index) peerMiss(cp *compiledPolicy, j int, c *compiledPeer, peer *resol
 				for _, e := range c.ipb.except {
 					if e.Contains(ip) {
 						pm.Kind = MissIPBlockExcept
-						pm.Detail = fmt.Sprintf("ipBlock %s excepts %s (%s)", c.ipb.cidr, e, ip)
+						pm.Detail = "ipBlock " + c.ipb.cidr.String() + " excepts " + e.String() + " (" + ip.String() + ")"
 						return pm, 2
 					}
 				}
 			}
 		}
 		pm.Kind = MissIPBlock
-		pm.Detail = fmt.Sprintf("ipBlock %s does not contain %s", c.ipb, joinAddrs(peer.ips))
+		pm.Detail = "ipBlock " + c.ipb.String() + " does not contain " + joinAddrs(peer.ips)
 		return pm, 3
 	}
 	if peer.kind != EndpointPod {
@@ -387,7 +398,7 @@ func (x *Index) peerMiss(cp *compiledPolicy, j int, c *compiledPeer, peer *resol
 		if peer.kind == EndpointHostNetwork {
 			pm.Detail = fmt.Sprintf("selects pods, but %s is a host-network pod (only ipBlock peers match its node address)", podName(peer.pod))
 		} else {
-			pm.Detail = fmt.Sprintf("selects pods, but %s is not a pod", joinAddrs(peer.ips))
+			pm.Detail = "selects pods, but " + joinAddrs(peer.ips) + " is not a pod"
 		}
 		return pm, 4
 	}
@@ -396,18 +407,18 @@ func (x *Index) peerMiss(cp *compiledPolicy, j int, c *compiledPeer, peer *resol
 	if c.nsSel == nil {
 		if peer.pod.Namespace != cp.ns {
 			pm.NamespaceWant = []string{"namespace " + cp.ns}
-			parts = append(parts, fmt.Sprintf("wants pods of namespace %s (the policy's own)", cp.ns))
+			parts = append(parts, "wants pods of namespace "+cp.ns+" (the policy's own)")
 			d += 3
 		}
 	} else if f := c.nsSel.failing(peer.ns.labels); len(f) > 0 {
 		pm.NamespaceWant = quoteReqs(f)
-		parts = append(parts, fmt.Sprintf("wants namespace labels %s", strings.Join(pm.NamespaceWant, ",")))
+		parts = append(parts, "wants namespace labels "+strings.Join(pm.NamespaceWant, ","))
 		d += len(f)
 	}
 	if c.podSel != nil {
 		if f := c.podSel.failing(peer.pod.Labels); len(f) > 0 {
 			pm.PodWant = quoteReqs(f)
-			parts = append(parts, fmt.Sprintf("wants %s", strings.Join(pm.PodWant, ",")))
+			parts = append(parts, "wants "+strings.Join(pm.PodWant, ","))
 			d += len(f)
 		}
 	}
@@ -423,7 +434,7 @@ func portMiss(j int, c *compiledPort, q *query) (PortMiss, int) {
 	pm := PortMiss{Index: j}
 	if c.proto != q.proto {
 		pm.Kind = MissProtocol
-		pm.Detail = fmt.Sprintf("allows %s only", c)
+		pm.Detail = "allows " + c.String() + " only"
 		return pm, 3
 	}
 	switch {
@@ -444,11 +455,11 @@ func portMiss(j int, c *compiledPort, q *query) (PortMiss, int) {
 		return pm, 1
 	case c.endPort != 0:
 		pm.Kind = MissPortRange
-		pm.Detail = fmt.Sprintf("allows ports %d-%d", c.port, c.endPort)
+		pm.Detail = "allows ports " + strconv.Itoa(int(c.port)) + "-" + strconv.Itoa(int(c.endPort))
 		return pm, 1
 	}
 	pm.Kind = MissPort
-	pm.Detail = fmt.Sprintf("allows port %d", c.port)
+	pm.Detail = "allows port " + strconv.Itoa(int(c.port))
 	return pm, 1
 }
 

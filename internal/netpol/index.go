@@ -2,7 +2,9 @@ package netpol
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -284,27 +286,29 @@ func (s *nsState) selecting(p *Pod, dir Direction, buf []*compiledPolicy) []*com
 	// A policy is indexed under one key (with one or more values) and a pod
 	// has one value per key, so no policy is reached twice.
 	out := buf[:0]
-	add := func(cp *compiledPolicy) {
-		if (dir == Ingress && !cp.ingress) || (dir == Egress && !cp.egress) {
-			return
-		}
-		if !cp.podSel.matches(p.Labels) {
-			return
-		}
-		out = append(out, cp)
-	}
 	for _, cp := range s.unanchored {
-		add(cp)
+		if cp.selects(p, dir) {
+			out = append(out, cp)
+		}
 	}
 	if len(s.byLabel) > 0 {
 		for k, v := range p.Labels {
 			for _, cp := range s.byLabel[labelKV{k, v}] {
-				add(cp)
+				if cp.selects(p, dir) {
+					out = append(out, cp)
+				}
 			}
 		}
 	}
 	if len(out) > 1 {
-		sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+		slices.SortFunc(out, func(a, b *compiledPolicy) int { return strings.Compare(a.name, b.name) })
 	}
 	return out
+}
+
+func (cp *compiledPolicy) selects(p *Pod, dir Direction) bool {
+	if (dir == Ingress && !cp.ingress) || (dir == Egress && !cp.egress) {
+		return false
+	}
+	return cp.podSel.matches(p.Labels)
 }

@@ -3,8 +3,8 @@ package netpol
 import (
 	"fmt"
 	"net/netip"
-	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -190,9 +190,9 @@ func peerField(dir Direction) string {
 func describePeer(r *resolved) string {
 	switch r.kind {
 	case EndpointPod:
-		return fmt.Sprintf("pods labelled %s in namespace %s", formatLabels(identityLabels(r.pod.Labels)), r.pod.Namespace)
+		return "pods labelled " + formatLabels(identityLabels(r.pod.Labels)) + " in namespace " + r.pod.Namespace
 	case EndpointHostNetwork:
-		return fmt.Sprintf("host-network pod %s (%s)", podName(r.pod), joinAddrs(r.ips))
+		return "host-network pod " + podName(r.pod) + " (" + joinAddrs(r.ips) + ")"
 	}
 	return joinAddrs(r.ips)
 }
@@ -240,10 +240,21 @@ func endpointShort(r *resolved) string {
 	return joinAddrs(r.ips)
 }
 
-var notDNS = regexp.MustCompile(`[^a-z0-9-]+`)
-
+// dnsPart lowercases s and turns every run of other characters than
+// [a-z0-9-] into one dash, for object names.
 func dnsPart(s string) string {
-	return strings.Trim(notDNS.ReplaceAllString(strings.ToLower(s), "-"), "-")
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(s) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' {
+			b.WriteRune(r)
+			dash = false
+		} else if !dash {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	return strings.Trim(b.String(), "-")
 }
 
 // yamlWriter emits the few NetworkPolicy fragments resolutions need, with
@@ -252,8 +263,10 @@ type yamlWriter struct{ b strings.Builder }
 
 func (w *yamlWriter) String() string { return w.b.String() }
 
+const spaces = "                                "
+
 func (w *yamlWriter) line(indent int, s string) {
-	w.b.WriteString(strings.Repeat(" ", indent))
+	w.b.WriteString(spaces[:indent])
 	w.b.WriteString(s)
 	w.b.WriteByte('\n')
 }
@@ -309,7 +322,7 @@ func (w *yamlWriter) peer(indent int, policyNS string, r *resolved) {
 }
 
 func (w *yamlWriter) port(indent int, q *query) {
-	w.line(indent, fmt.Sprintf("- port: %d", q.port))
+	w.line(indent, "- port: "+strconv.Itoa(int(q.port)))
 	w.line(indent+2, "protocol: "+string(q.proto))
 }
 
@@ -320,15 +333,25 @@ func (w *yamlWriter) rule(indent int, dir Direction, policyNS string, peer *reso
 	w.port(indent+2, q)
 }
 
-var plainScalar = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_./-]*$`)
-
+// yamlScalar quotes s unless it is a plain word YAML 1.1 reads as a string
+// (not y/n/yes/no/true/false/on/off/null, which it reads as other types).
 func yamlScalar(s string) string {
 	switch strings.ToLower(s) {
 	case "y", "n", "yes", "no", "true", "false", "on", "off", "null", "~":
 		return `"` + s + `"`
 	}
-	if plainScalar.MatchString(s) {
+	plain := s != ""
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
+		case i > 0 && (c >= '0' && c <= '9' || c == '.' || c == '/' || c == '-'):
+		default:
+			plain = false
+		}
+	}
+	if plain {
 		return s
 	}
-	return fmt.Sprintf("%q", s)
+	return strconv.Quote(s)
 }

@@ -1,8 +1,8 @@
 package netpol
 
 import (
-	"fmt"
 	"net/netip"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -134,7 +134,7 @@ type RuleRef struct {
 	Port int
 }
 
-func ruleName(d Direction, i int) string { return fmt.Sprintf("spec.%s[%d]", d.field(), i) }
+func ruleName(d Direction, i int) string { return "spec." + d.field() + "[" + strconv.Itoa(i) + "]" }
 
 // MissKind names the part of a rule that did not match.
 type MissKind string
