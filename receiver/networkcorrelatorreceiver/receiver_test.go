@@ -320,7 +320,7 @@ func refusedNow(t *testing.T) []signal.Signal {
 	return src
 }
 
-func decodeFile(t *testing.T, path string) []signal.Signal {
+func decodeFile(t testing.TB, path string) []signal.Signal {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
