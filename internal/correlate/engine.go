@@ -149,30 +149,30 @@ type diagRef struct {
 	key aggKey
 }
 
+// flowState is one connection. Hot fields first: most signals touch only
+// the header's cache lines.
 type flowState struct {
-	key      connKey
-	flow     signal.Flow
-	oriented bool
-	client   pattern.Netns
-	sock     [maxSock]signal.Signal
-	nsock    int
-	pkt      [maxPkt]signal.Signal
-	npkt     int
-	retr     pattern.Retransmits
-	last     time.Time
-
-	pending    bool
-	pendingDue time.Time
-	gen        uint64
-
-	// diagnosed: bit i set once pattern i diagnosed this connection; refs
-	// hold the aggregation keys of the first maxDiagRefs of them.
-	diagnosed uint16
-	refs      [maxDiagRefs]diagRef
-	nrefs     uint8
-
+	key        connKey
+	flow       signal.Flow
+	last       time.Time
 	list       *flowList
 	prev, next *flowState
+	client     pattern.Netns
+	oriented   bool
+	pending    bool
+	nsock      uint8
+	npkt       uint8
+	nrefs      uint8
+	// diagnosed: bit i set once pattern i diagnosed this connection; refs
+	// hold the aggregation keys of the first maxDiagRefs of them.
+	diagnosed  uint16
+	gen        uint64
+	pendingDue time.Time
+	refs       [maxDiagRefs]diagRef
+
+	retr pattern.Retransmits
+	sock [maxSock]signal.Signal
+	pkt  [maxPkt]signal.Signal
 }
 
 // flowList is an intrusive LRU list: front = most recently touched.
@@ -372,15 +372,23 @@ func (e *Engine) removeFlow(f *flowState) {
 	if f.list != nil {
 		f.list.remove(f)
 	}
-	// Zeroing drops the strings held by kept signals and the generation, so
-	// stale pending references to a recycled state are recognised.
-	*f = flowState{}
+	// Zero what was used: drops the strings held by kept signals, and the
+	// generation, so stale pending references to a recycled state are
+	// recognised. The rest is already zero.
+	clear(f.sock[:f.nsock])
+	clear(f.pkt[:f.npkt])
+	if f.retr.Count > 0 {
+		f.retr = pattern.Retransmits{}
+	}
+	f.key, f.flow, f.last, f.client = connKey{}, signal.Flow{}, time.Time{}, pattern.Netns{}
+	f.oriented, f.pending, f.nsock, f.npkt, f.nrefs, f.diagnosed, f.gen = false, false, 0, 0, 0, 0, 0
+	f.pendingDue, f.refs = time.Time{}, [maxDiagRefs]diagRef{}
 	e.free = append(e.free, f)
 }
 
 // keep appends s to a bounded buffer, keeping the first n-1 and the latest.
-func keep(buf []signal.Signal, n *int, s *signal.Signal) {
-	if *n < len(buf) {
+func keep(buf []signal.Signal, n *uint8, s *signal.Signal) {
+	if int(*n) < len(buf) {
 		buf[*n] = *s
 		*n++
 		return
@@ -449,6 +457,7 @@ func (e *Engine) evaluate(f *flowState, trigger *signal.Signal, now time.Time) {
 	n := 0
 	deferred := false
 	for i, p := range e.patterns {
+		ev.Diagnosed = f.diagnosed&(1<<i) != 0
 		v, out := p.Match(ev)
 		switch out {
 		case pattern.Match:

@@ -173,6 +173,7 @@ func TestMaxFlowsEviction(t *testing.T) {
 				NetnsInode: clientInode, State: signal.StateSynSent, TCPFlags: signal.TCPFlagSYN, Retransmits: uint32(n + 2)})
 		}
 	}
+	e.Tick(t0.Add(4 * time.Second)) // no drop seen: decided after the grace period
 	if len(r.ds) != 1 || r.ds[0].Pattern != diagnosis.PatternSYNDropped || !strings.Contains(r.ds[0].Details, "Diagnosed at SYN retransmit 3") {
 		t.Fatalf("got %d diagnoses: %+v", len(r.ds), r.ds)
 	}
@@ -413,5 +414,29 @@ func TestOutOfOrderTimes(t *testing.T) {
 		if d.LastSeen.Before(d.FirstSeen) {
 			t.Fatalf("first %v after last %v", d.FirstSeen, d.LastSeen)
 		}
+	}
+}
+
+// The first SYN's drop was missed (probe loaded mid-connect): the drop of the
+// first retransmit arrives just after the retransmit itself and still names
+// the rule, because a "no local drop" verdict waits the grace period.
+func TestSYNDropArrivesAfterRetransmit(t *testing.T) {
+	e, r := newEngine(t, nil)
+	f := tcpFlow(40000, 8080)
+	e.Observe(signal.Signal{Kind: signal.KindRetransmit, Time: t0.Add(time.Second), Flow: f, NetnsCookie: clientCookie,
+		NetnsInode: clientInode, State: signal.StateSynSent, TCPFlags: signal.TCPFlagSYN, Retransmits: 1})
+	e.Observe(signal.Signal{Kind: signal.KindDrop, Time: t0.Add(time.Second + 200*time.Microsecond), Flow: f,
+		NetnsCookie: serverCookie, NetnsInode: serverInode, TCPFlags: signal.TCPFlagSYN, DropReason: "NETFILTER_DROP",
+		DropLocation: "nft_do_chain"})
+	e.Tick(t0.Add(time.Second + 100*time.Millisecond))
+	if len(r.ds) != 0 {
+		t.Fatalf("decided before the grace period: %+v", r.ds)
+	}
+	e.Tick(t0.Add(time.Second + 300*time.Millisecond))
+	if len(r.ds) != 1 || !strings.Contains(r.ds[0].Key, "syn_dropped/netfilter_drop/") {
+		t.Fatalf("got %+v", r.ds)
+	}
+	if !r.ds[0].LastSeen.Equal(t0.Add(time.Second + 200*time.Microsecond)) {
+		t.Errorf("LastSeen %v, want the drop's time, not the tick's", r.ds[0].LastSeen)
 	}
 }

@@ -69,6 +69,9 @@ type Evidence struct {
 	// Packet: drops and sent resets for the same 5-tuple in either direction,
 	// from any netns on the node (bounded likewise).
 	Packet []signal.Signal
+	// Diagnosed: the pattern being asked already diagnosed this connection,
+	// so a Match now is a follow-up (set by the correlator per pattern).
+	Diagnosed bool
 	// SynRetrans summarises retransmits in SYN_SENT (nil = none); a pointer
 	// so asking every pattern does not copy it.
 	SynRetrans *Retransmits

@@ -54,15 +54,29 @@ func (p SYNDropped) timeout() time.Duration {
 }
 
 func (p SYNDropped) Match(ev *Evidence) (Verdict, Outcome) {
-	t := ev.Trigger
-	if t == nil || !ev.Oriented || t.Flow != ev.Flow {
+	if !ev.Oriented {
 		return Verdict{}, NoMatch
 	}
+	t := ev.Trigger
 	switch {
-	case t.Kind == signal.KindRetransmit && t.State == signal.StateSynSent:
-		if start := ev.ConnectStart(); start.IsZero() || t.Time.Sub(start) < p.timeout() {
+	case t == nil:
+		// Re-asked after a Defer: decide on the latest retransmit.
+		if r := ev.Retrans(); r.Count == 0 || !p.overdue(ev, &r.Last) {
 			return Verdict{}, NoMatch
 		}
+	case t.Flow != ev.Flow:
+		return Verdict{}, NoMatch
+	case t.Kind == signal.KindRetransmit && t.State == signal.StateSynSent:
+		if !p.overdue(ev, t) {
+			return Verdict{}, NoMatch
+		}
+		v := p.verdict(ev)
+		// The drop of this very retransmit reaches the ring buffer just
+		// after it; with nothing seen yet, wait the grace period for it.
+		if v.Cause == CauseNoLocalDrop && !ev.Diagnosed {
+			return Verdict{}, Defer
+		}
+		return v, Match
 	case ClientClose(t) && t.SkErr == ETIMEDOUT:
 	case ClientClose(t) && t.SkErr == EHOSTUNREACH && ev.Retrans().EBUSY > 0:
 		// ARP never resolved: the SYN never left; other EHOSTUNREACH closes
@@ -71,6 +85,12 @@ func (p SYNDropped) Match(ev *Evidence) (Verdict, Outcome) {
 		return Verdict{}, NoMatch
 	}
 	return p.verdict(ev), Match
+}
+
+// overdue: the connect has waited at least Timeout at retransmit s.
+func (p SYNDropped) overdue(ev *Evidence, s *signal.Signal) bool {
+	start := ev.ConnectStart()
+	return !start.IsZero() && s.Time.Sub(start) >= p.timeout()
 }
 
 type synFacts struct {

@@ -129,6 +129,27 @@ func retrans(at time.Duration, n uint32, errno int32) signal.Signal {
 	})
 }
 
+// tick marks, at the end of a sequence, an evaluation on a Tick (no trigger).
+var tick = signal.Signal{Kind: signal.KindUnknown}
+
+func evidenceOrTick(sigs []signal.Signal) *pattern.Evidence {
+	if n := len(sigs); n > 0 && sigs[n-1].Kind == signal.KindUnknown {
+		ev := evidence(sigs[:n-1]...)
+		ev.Trigger = nil
+		return ev
+	}
+	return evidence(sigs...)
+}
+
+func TestSYNDroppedFollowUpNeedsNoGrace(t *testing.T) {
+	p := pattern.SYNDropped{Timeout: time.Second}
+	ev := evidence(retrans(time.Second, 1, 0), retrans(2*time.Second, 2, 0))
+	ev.Diagnosed = true
+	if v, out := p.Match(ev); out != pattern.Match || v.Cause != pattern.CauseNoLocalDrop {
+		t.Fatalf("follow-up: %v %q", out, v.Cause)
+	}
+}
+
 func TestSYNDroppedMatch(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -137,10 +158,16 @@ func TestSYNDroppedMatch(t *testing.T) {
 		out     pattern.Outcome
 		cause   string
 	}{
-		{"first retransmit at 1s", time.Second, []signal.Signal{retrans(time.Second, 1, 0)}, pattern.Match, pattern.CauseNoLocalDrop},
+		// Nothing dropped it here yet: wait the grace period for the drop of
+		// this very retransmit, then decide on a Tick.
+		{"first retransmit at 1s", time.Second, []signal.Signal{retrans(time.Second, 1, 0)}, pattern.Defer, ""},
+		{"first retransmit at 1s, then tick", time.Second, []signal.Signal{retrans(time.Second, 1, 0), tick}, pattern.Match, pattern.CauseNoLocalDrop},
+		{"drop arrives in the grace period", time.Second, []signal.Signal{retrans(time.Second, 1, 0), serverDrop(time.Second+200*time.Microsecond, "NETFILTER_DROP"), tick}, pattern.Match, pattern.CauseNetfilterDrop},
+		{"tick before the timeout", 3 * time.Second, []signal.Signal{retrans(time.Second, 1, 0), tick}, pattern.NoMatch, ""},
 		{"3s timeout: not at the first", 3 * time.Second, []signal.Signal{retrans(time.Second, 1, 0)}, pattern.NoMatch, ""},
 		{"3s timeout: not at the second", 3 * time.Second, []signal.Signal{retrans(time.Second, 1, 0), retrans(2*time.Second, 2, 0)}, pattern.NoMatch, ""},
-		{"3s timeout: at the third", 3 * time.Second, []signal.Signal{retrans(time.Second, 1, 0), retrans(2*time.Second, 2, 0), retrans(3*time.Second, 3, 0)}, pattern.Match, pattern.CauseNoLocalDrop},
+		{"3s timeout: at the third", 3 * time.Second, []signal.Signal{retrans(time.Second, 1, 0), retrans(2*time.Second, 2, 0), retrans(3*time.Second, 3, 0)}, pattern.Defer, ""},
+		{"3s timeout: at the third, then tick", 3 * time.Second, []signal.Signal{retrans(time.Second, 1, 0), retrans(2*time.Second, 2, 0), retrans(3*time.Second, 3, 0), tick}, pattern.Match, pattern.CauseNoLocalDrop},
 		{"3s timeout: measured from the SYN drop", 3 * time.Second, []signal.Signal{serverDrop(0, "NETFILTER_DROP"), retrans(3*time.Second, 1, 0)}, pattern.Match, pattern.CauseNetfilterDrop},
 		{"EPERM", time.Second, []signal.Signal{retrans(time.Second, 1, -1)}, pattern.Match, pattern.CauseLocalOutputFirewall},
 		{"EBUSY", time.Second, []signal.Signal{retrans(time.Second, 1, -16)}, pattern.Match, pattern.CauseNeighbourUnresolved},
@@ -157,7 +184,7 @@ func TestSYNDroppedMatch(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p := pattern.SYNDropped{Timeout: tc.timeout}
-			ev := evidence(tc.sigs...)
+			ev := evidenceOrTick(tc.sigs)
 			v, out := p.Match(ev)
 			if out != tc.out || v.Cause != tc.cause {
 				t.Fatalf("Match = %v %q, want %v %q", out, v.Cause, tc.out, tc.cause)
@@ -183,7 +210,12 @@ func TestSYNDroppedConfidenceGrowsWithEvidence(t *testing.T) {
 	}
 	prev := 0.0
 	for i, sigs := range steps {
-		v, out := p.Match(evidence(sigs...))
+		ev := evidence(sigs...)
+		v, out := p.Match(ev)
+		if out == pattern.Defer {
+			ev.Trigger = nil
+			v, out = p.Match(ev)
+		}
 		if out != pattern.Match || v.Confidence <= prev {
 			t.Fatalf("step %d: outcome %v confidence %.2f, want a match above %.2f", i, out, v.Confidence, prev)
 		}
