@@ -4,6 +4,7 @@ package probe
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -411,4 +412,76 @@ func dump(sigs []signal.Signal) string {
 		fmt.Fprintf(&b, "  %+v\n", fields(s))
 	}
 	return b.String()
+}
+
+// A bare ACK to a listening socket (what a restarted peer that listens
+// again receives from a client that still has the old connection): the
+// kernel drops it with TCP_FLAGS in tcp_v4_do_rcv after clearing skb->dev,
+// so the namespace must come from the receiving socket (rx_sk), and the
+// listener answers with a RST whose reason is TCP_FLAGS.
+func TestAckToListener(t *testing.T) {
+	_, col := startProbe(t, Config{})
+	ns := newTestNetns(t)
+	lo := netip.MustParseAddr("127.0.0.1")
+	const port, fromPort = 4270, 4271
+	srv := ns.socket(t, unix.AF_INET)
+	if err := unix.Bind(srv, sockaddr(lo, port)); err != nil {
+		t.Fatalf("bind: %v", err)
+	}
+	if err := unix.Listen(srv, 8); err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	var raw int
+	var err error
+	ns.run(func() { raw, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP) })
+	if err != nil {
+		t.Fatalf("raw socket: %v", err)
+	}
+	defer unix.Close(raw)
+	seg := tcpSegment(lo, lo, fromPort, port, signal.TCPFlagACK)
+	if err := unix.Sendto(raw, seg, 0, sockaddr(lo, 0)); err != nil {
+		t.Fatalf("sending the ACK: %v", err)
+	}
+	flow := signal.Flow{Proto: signal.ProtoTCP, Src: lo, Dst: lo, SrcPort: fromPort, DstPort: port}
+	inNs := func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie }
+	drop, ok := col.waitFor(func(s signal.Signal) bool { return inNs(s) && s.Kind == signal.KindDrop && s.Flow == flow }, 2*time.Second)
+	if !ok {
+		t.Fatalf("no drop in the namespace; its signals:\n%s", dump(col.matching(inNs)))
+	}
+	if drop.DropReason != "TCP_FLAGS" || drop.DropLocation != "tcp_v4_do_rcv" || drop.Dev != "" ||
+		drop.TCPFlags != signal.TCPFlagACK || drop.State != signal.StateListen || drop.NetnsInode != uint32(ns.inode) {
+		t.Errorf("drop = %s, want TCP_FLAGS at tcp_v4_do_rcv, no device, ACK, LISTEN socket, netns inode %d",
+			dump([]signal.Signal{drop}), ns.inode)
+	}
+	rst, ok := col.waitFor(func(s signal.Signal) bool {
+		return inNs(s) && s.Kind == signal.KindResetSent && s.Flow == flow.Reverse()
+	}, time.Second)
+	if !ok || rst.ResetReason != "TCP_FLAGS" || rst.State != signal.StateListen {
+		t.Errorf("reset sent = %s (found %v), want reason TCP_FLAGS from the LISTEN socket", dump([]signal.Signal{rst}), ok)
+	}
+}
+
+// tcpSegment builds a 20-byte TCP header with a valid IPv4 checksum.
+func tcpSegment(src, dst netip.Addr, sport, dport uint16, flags uint8) []byte {
+	b := make([]byte, 20)
+	binary.BigEndian.PutUint16(b[0:], sport)
+	binary.BigEndian.PutUint16(b[2:], dport)
+	binary.BigEndian.PutUint32(b[4:], 1000) // seq
+	binary.BigEndian.PutUint32(b[8:], 2000) // ack
+	b[12] = 5 << 4                          // data offset
+	b[13] = flags
+	binary.BigEndian.PutUint16(b[14:], 65535) // window
+	var sum uint32
+	s4, d4 := src.As4(), dst.As4()
+	pseudo := append(append(s4[:], d4[:]...), 0, unix.IPPROTO_TCP, 0, 20)
+	for _, p := range [][]byte{pseudo, b} {
+		for i := 0; i < len(p); i += 2 {
+			sum += uint32(p[i])<<8 | uint32(p[i+1])
+		}
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(b[16:], ^uint16(sum))
+	return b
 }
