@@ -472,6 +472,9 @@ func (e *Engine) evaluate(f *flowState, trigger *signal.Signal, now time.Time) {
 		f.pending = false
 	case deferred && !f.pending:
 		f.pending, f.pendingDue = true, now.Add(e.cfg.Grace)
+		if len(e.pending) >= 2*e.cfg.MaxFlows {
+			e.compactPending() // bounded even if Tick is late: live ones <= MaxFlows
+		}
 		e.pending = append(e.pending, pendingRef{f, f.gen})
 	}
 	if n == 0 {
@@ -648,6 +651,18 @@ func (e *Engine) Tick(now time.Time) {
 	}
 }
 
+func (e *Engine) compactPending() {
+	n := 0
+	for _, pr := range e.pending {
+		if pr.f.gen == pr.gen && pr.f.pending {
+			e.pending[n] = pr
+			n++
+		}
+	}
+	clear(e.pending[n:])
+	e.pending = e.pending[:n]
+}
+
 func (e *Engine) popAggregate() *aggregate {
 	for e.aggQHd < len(e.aggQ) {
 		a := e.aggQ[e.aggQHd]
@@ -687,6 +702,11 @@ func (e *Engine) closeAggregate(a *aggregate) {
 		d.Details += fmt.Sprintf("; %d evidence entries omitted", a.omitted)
 	}
 	d.Details += "."
+	if err := d.Validate(); err != nil {
+		e.stats.Invalid++
+		e.stats.LastInvalid = err.Error()
+		return
+	}
 	e.stats.AggregateUpdates++
 	e.send(d)
 }

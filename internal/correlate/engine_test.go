@@ -440,3 +440,14 @@ func TestSYNDropArrivesAfterRetransmit(t *testing.T) {
 		t.Errorf("LastSeen %v, want the drop's time, not the tick's", r.ds[0].LastSeen)
 	}
 }
+
+// A storm of RSTs without closes and no Tick: the deferred list stays bounded.
+func TestPendingBoundedWithoutTick(t *testing.T) {
+	e, _ := newEngine(t, func(c *Config) { c.MaxFlows = 100 })
+	for i := range 10000 {
+		e.Observe(refusedClosedPort(t0.Add(time.Duration(i)*time.Microsecond), uint16(1024+i), 8080)[2])
+	}
+	if len(e.pending) > 2*100 || e.Stats().FlowsTracked > 100 {
+		t.Fatalf("pending %d, flows %d", len(e.pending), e.Stats().FlowsTracked)
+	}
+}
