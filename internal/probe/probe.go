@@ -2,6 +2,21 @@
 // their tracepoints and decodes the ring buffer records into signal.Signal.
 // The probes are Linux-only; on other systems Open and Check return
 // ErrUnsupported.
+//
+// Hooks (all tp_btf: fentry/fexit and kprobes are not available everywhere)
+// and what each lets through to user space:
+//
+//	inet_sock_set_state  -> CLOSE from SYN_SENT (any sk_err), or with sk_err != 0
+//	tcp_retransmit_skb   every retransmission (state, err, icsk_retransmits, flags)
+//	tcp_receive_reset    every RST received (socket state, e.g. SYN_SENT)
+//	tcp_send_reset       every RST sent (sk_rst_reason, triggering segment's flags)
+//	kfree_skb            drop reasons in the configured set, TCP/UDP/ICMP only;
+//	                     NOT_SPECIFIED only when freed in ip_error
+//
+// Reason names come from the running kernel's BTF enums, locations from
+// /proc/kallsyms (needs CAP_SYSLOG; hex addresses without it). A drop's
+// network namespace is its device's, else its socket's, else the receiving
+// socket's (rx_sk).
 package probe
 
 import (
