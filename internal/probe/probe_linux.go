@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -309,6 +310,7 @@ func (p *Probe) Run(ctx context.Context, emit func(signal.Signal)) error {
 
 	var rec ringbuf.Record
 	var s signal.Signal
+	synced := time.Now()
 	for {
 		err := p.rd.ReadInto(&rec)
 		switch {
@@ -322,6 +324,12 @@ func (p *Probe) Run(ctx context.Context, emit func(signal.Signal)) error {
 			continue
 		default:
 			return fmt.Errorf("probe: reading the ring buffer: %w", err)
+		}
+		// Wall clock and CLOCK_MONOTONIC drift apart when NTP slews or
+		// steps the clock: refresh the offset now and then.
+		if time.Since(synced) > time.Minute {
+			p.dec.wallMinusMono = wallMinusMono()
+			synced = time.Now()
 		}
 		if err := p.dec.decode(rec.RawSample, &s); err != nil {
 			p.bad.Add(1)
