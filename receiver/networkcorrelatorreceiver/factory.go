@@ -28,7 +28,7 @@ func newFactory(d deps) receiver.Factory {
 			return nil, fmt.Errorf("networkcorrelator: config is %T, not *Config", cfg)
 		}
 		return receivers.LoadOrStore(c, func() (*networkReceiver, error) {
-			return newReceiver(c, set, d), nil
+			return newReceiver(c, set, d)
 		})
 	}
 	return receiver.NewFactory(

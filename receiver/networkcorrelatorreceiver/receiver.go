@@ -51,18 +51,23 @@ type networkReceiver struct {
 	// Set at creation (before Start), read by the pipeline goroutine.
 	nextLogs    consumer.Logs
 	nextMetrics consumer.Metrics
+	telemetry   *metadata.TelemetryBuilder
 
 	src    signalSource
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-func newReceiver(cfg *Config, set receiver.Settings, d deps) *networkReceiver {
+func newReceiver(cfg *Config, set receiver.Settings, d deps) (*networkReceiver, error) {
+	tb, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
+	if err != nil {
+		return nil, fmt.Errorf("networkcorrelator: internal telemetry: %w", err)
+	}
 	host, err := os.Hostname()
 	if err != nil {
 		set.Logger.Warn("Cannot read the host name; diagnoses about the host carry no host.name", zap.Error(err))
 	}
-	return &networkReceiver{cfg: cfg, set: set, deps: d, hostName: host}
+	return &networkReceiver{cfg: cfg, set: set, deps: d, hostName: host, telemetry: tb}, nil
 }
 
 // Start opens the source (for the kernel: loads and attaches the probes) and
@@ -122,6 +127,7 @@ func (r *networkReceiver) Start(_ context.Context, host component.Host) error {
 // Shutdown stops the pipeline and closes the source (detaching the probes).
 // It is safe without a Start and after a failed one.
 func (r *networkReceiver) Shutdown(ctx context.Context) error {
+	r.telemetry.Shutdown()
 	if r.cancel == nil {
 		return nil
 	}
@@ -153,13 +159,23 @@ type pipeline struct {
 	last     time.Time // replay: latest signal time
 
 	pending []diagnosis.Diagnosis
+	// isUpdate[i]: pending[i] is a window update of a cause already reported.
+	isUpdate    []bool
+	seenUpdates uint64
 
 	received  [256]int64 // by signal.Kind
 	diagnoses map[diagnosis.Pattern]int64
 	mb        *metadata.MetricsBuilder
 }
 
-func (p *pipeline) emit(d diagnosis.Diagnosis) { p.pending = append(p.pending, d) }
+// emit is called by the engine, synchronously, for each diagnosis.
+func (p *pipeline) emit(d diagnosis.Diagnosis) {
+	p.pending = append(p.pending, d)
+	// The engine counts an update before emitting it.
+	updates := p.eng.Stats().AggregateUpdates
+	p.isUpdate = append(p.isUpdate, updates > p.seenUpdates)
+	p.seenUpdates = updates
+}
 
 func (p *pipeline) loop(ctx context.Context, signals <-chan signal.Signal) {
 	var tick <-chan time.Time
@@ -240,14 +256,18 @@ func (p *pipeline) flush(ctx context.Context) {
 	if len(p.pending) == 0 {
 		return
 	}
+	now := time.Now()
 	for i := range p.pending {
 		p.diagnoses[p.pending[i].Pattern]++
+	}
+	if !p.recorded {
+		p.recordDelays(ctx, now)
 	}
 	if next := p.r.nextLogs; next != nil {
 		logs := diagnosesToLogs(p.pending, logsMeta{
 			HostName: p.r.hostName,
 			Version:  p.r.set.BuildInfo.Version,
-			Observed: time.Now(),
+			Observed: now,
 		})
 		if err := next.ConsumeLogs(ctx, logs); err != nil {
 			p.r.set.Logger.Error("The logs pipeline refused diagnoses; they are dropped",
@@ -256,6 +276,20 @@ func (p *pipeline) flush(ctx context.Context) {
 	}
 	clear(p.pending)
 	p.pending = p.pending[:0]
+	p.isUpdate = p.isUpdate[:0]
+}
+
+// recordDelays feeds the latency histograms with the first reports of the
+// batch (updates are emitted when a window closes, by design late).
+func (p *pipeline) recordDelays(ctx context.Context, now time.Time) {
+	for i := range p.pending {
+		if p.isUpdate[i] {
+			continue
+		}
+		d := &p.pending[i]
+		p.r.telemetry.NetworkcorrelatorDiagnosisDelay.Record(ctx, max(now.Sub(d.LastSeen), 0).Seconds())
+		p.r.telemetry.NetworkcorrelatorTimeToDiagnosis.Record(ctx, max(now.Sub(d.FirstSeen), 0).Seconds())
+	}
 }
 
 // emitMetrics reports the cumulative counters and the engine's gauges.

@@ -21,12 +21,14 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
 	"github.com/network-correlator/network-correlator/internal/replay"
 	"github.com/network-correlator/network-correlator/internal/signal"
 	"github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver/internal/metadata"
+	"github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver/internal/metadatatest"
 )
 
 // started creates the logs and metrics receivers of one config from f,
@@ -554,5 +556,68 @@ func TestShutdownWhileConsumerBlocks(t *testing.T) {
 	defer cancel()
 	if err := r.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown with a blocked consumer: %v", err)
+	}
+}
+
+// shiftTo moves a recording so its last signal happens at end.
+func shiftTo(sigs []signal.Signal, end time.Time) []signal.Signal {
+	d := end.Sub(sigs[len(sigs)-1].Time)
+	for i := range sigs {
+		sigs[i].Time = sigs[i].Time.Add(d)
+	}
+	return sigs
+}
+
+// histogram returns the count and sum of a single-point histogram.
+func histogram(t *testing.T, tt *componenttest.Telemetry, name string) (uint64, float64) {
+	t.Helper()
+	m, err := tt.GetMetric(name)
+	if err != nil {
+		return 0, 0
+	}
+	h, ok := m.Data.(metricdata.Histogram[float64])
+	if !ok || len(h.DataPoints) != 1 {
+		t.Fatalf("%s: unexpected data %#v", name, m.Data)
+	}
+	return h.DataPoints[0].Count, h.DataPoints[0].Sum
+}
+
+// The latency histograms count first reports only: a window update is late
+// by design. A live source here replays signals stamped in the recent past.
+func TestLatencyHistograms(t *testing.T) {
+	now := time.Now()
+	// A SYN drop whose deciding retransmit was 2 s ago and first drop 3 s
+	// ago, then a refusal happening now.
+	syn := shiftTo(decodeFile(t, filepath.Join("testdata", "replay", "syn_dropped.jsonl")), now.Add(-2*time.Second))
+	sigs := append(syn, refusedNow(t)...)
+	cfg := createDefaultConfig()
+	cfg.CorrelationWindow = time.Second // the SYN drop's update comes at the next tick
+
+	tt := componenttest.NewTelemetry()
+	t.Cleanup(func() { _ = tt.Shutdown(context.Background()) })
+	set := metadatatest.NewSettings(tt)
+	logs := new(consumertest.LogsSink)
+	r, err := newFactory(fakeDeps(&fakeSource{signals: sigs}, nil)).CreateLogs(context.Background(), set, cfg, logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
+
+	waitFor(t, "two first reports and the SYN drop's update", func() bool { return logs.LogRecordCount() == 3 })
+	n, sum := histogram(t, tt, "otelcol_networkcorrelator_diagnosis_delay")
+	if n != 2 {
+		t.Fatalf("diagnosis_delay count = %d, want 2 (first reports only)", n)
+	}
+	// The SYN drop was decided by a retransmit ~4 s ago (at +1 s of a
+	// recording ending 2 s ago), the refusal now.
+	if sum < 3.9 || sum > 6 {
+		t.Errorf("diagnosis_delay sum = %.3fs, want about 4s", sum)
+	}
+	n, sum = histogram(t, tt, "otelcol_networkcorrelator_time_to_diagnosis")
+	if n != 2 || sum < 4.9 || sum > 7 {
+		t.Errorf("time_to_diagnosis count %d sum %.3fs, want 2 and about 5s", n, sum)
 	}
 }

@@ -36,6 +36,9 @@ type correlator interface {
 type correlatorStats struct {
 	FlowsTracked int
 	Evicted      uint64
+	// AggregateUpdates counts emitted window updates of an already reported
+	// cause; it is incremented before the update is emitted.
+	AggregateUpdates uint64
 }
 
 // deps are the receiver's edges to the kernel and the engine, swapped in

@@ -45,5 +45,5 @@ type engine struct{ *correlate.Engine }
 
 func (e engine) Stats() correlatorStats {
 	s := e.Engine.Stats()
-	return correlatorStats{FlowsTracked: s.FlowsTracked, Evicted: s.Evicted}
+	return correlatorStats{FlowsTracked: s.FlowsTracked, Evicted: s.Evicted, AggregateUpdates: s.AggregateUpdates}
 }
