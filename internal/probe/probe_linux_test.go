@@ -485,3 +485,56 @@ func tcpSegment(src, dst netip.Addr, sport, dport uint16, flags uint8) []byte {
 	binary.BigEndian.PutUint16(b[16:], ^uint16(sum))
 	return b
 }
+
+// An established connection aborted by the server (SO_LINGER 0): the server
+// sends an active RST (no triggering segment: the flow comes from its
+// socket), the client receives it in ESTABLISHED and closes with
+// ECONNRESET. On loopback the RST is delivered inside the send, so the
+// kernel reports reset_sent after the receiver's signals.
+func TestAbortEstablished(t *testing.T) {
+	_, col := startProbe(t, Config{})
+	ns := newTestNetns(t)
+	lo := netip.MustParseAddr("127.0.0.1")
+	const port = 4272
+	srv := ns.socket(t, unix.AF_INET)
+	if err := unix.Bind(srv, sockaddr(lo, port)); err != nil {
+		t.Fatalf("bind: %v", err)
+	}
+	if err := unix.Listen(srv, 8); err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	cl := ns.socket(t, unix.AF_INET)
+	if err := unix.Connect(cl, sockaddr(lo, port)); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	afd, _, err := unix.Accept(srv)
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	if err := unix.SetsockoptLinger(afd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(afd)
+	client := signal.Flow{Proto: signal.ProtoTCP, Src: lo, Dst: lo, SrcPort: localPort(t, cl), DstPort: port}
+	inNs := func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie }
+	checks := []struct {
+		name string
+		pred func(signal.Signal) bool
+	}{
+		{"ResetSent from the server socket", func(s signal.Signal) bool {
+			return s.Kind == signal.KindResetSent && s.Flow == client.Reverse() && s.ResetReason != "" && s.TCPFlags == 0
+		}},
+		{"ResetReceived in ESTABLISHED", func(s signal.Signal) bool {
+			return s.Kind == signal.KindResetReceived && s.Flow == client && s.State == signal.StateEstablished
+		}},
+		{"StateChange ESTABLISHED->CLOSE sk_err 104", func(s signal.Signal) bool {
+			return s.Kind == signal.KindStateChange && s.Flow == client && s.OldState == signal.StateEstablished &&
+				s.SkErr == int32(unix.ECONNRESET)
+		}},
+	}
+	for _, c := range checks {
+		if _, ok := col.waitFor(func(s signal.Signal) bool { return inNs(s) && c.pred(s) }, 2*time.Second); !ok {
+			t.Errorf("no %s; signals in the namespace:\n%s", c.name, dump(col.matching(inNs)))
+		}
+	}
+}
