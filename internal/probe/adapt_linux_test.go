@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/network-correlator/network-correlator/bpf"
@@ -84,5 +85,25 @@ func TestAdaptToKernel(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The code paths for older kernels (fewer tracepoint arguments) must pass
+// this kernel's verifier too: load with every argument switch off.
+func TestLoadsWithOlderKernelArguments(t *testing.T) {
+	requireProbe(t)
+	p, err := open(Config{}, func(spec *ebpf.CollectionSpec) error {
+		for _, v := range []string{bpf.ProbeVarKfreeSkbHasRxSk, bpf.ProbeVarTcpSendResetHasReason, bpf.ProbeVarTcpRetransmitSkbHasErr} {
+			if err := spec.Variables[v].Set(false); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("loading with the older-kernel argument lists: %v", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -90,6 +90,11 @@ func effectiveCaps() (uint64, error) {
 // Open loads the probes, fills the filters and attaches every program. The
 // caller must Close it.
 func Open(cfg Config) (*Probe, error) {
+	return open(cfg, nil)
+}
+
+// open is Open with a hook that may change the spec before loading (tests).
+func open(cfg Config, adjust func(*ebpf.CollectionSpec) error) (*Probe, error) {
 	size, err := cfg.ringBufferSize(os.Getpagesize())
 	if err != nil {
 		return nil, err
@@ -122,6 +127,11 @@ func Open(cfg Config) (*Probe, error) {
 		return nil, err
 	}
 	spec.Maps[bpf.ProbeMapEvents].MaxEntries = uint32(size)
+	if adjust != nil {
+		if err := adjust(spec); err != nil {
+			return nil, err
+		}
+	}
 
 	syms := loadKallsyms()
 	p := &Probe{}

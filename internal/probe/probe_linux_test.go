@@ -538,3 +538,31 @@ func TestAbortEstablished(t *testing.T) {
 		}
 	}
 }
+
+// A UDP datagram to a closed port is dropped with NO_SOCKET too.
+func TestUDPClosedPort(t *testing.T) {
+	_, col := startProbe(t, Config{})
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			ns := newTestNetns(t)
+			var fd int
+			var err error
+			ns.run(func() { fd, err = unix.Socket(fam.af, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			const port = 4273
+			if err := unix.Sendto(fd, []byte("hello"), 0, sockaddr(fam.loopback, port)); err != nil {
+				t.Fatalf("sendto: %v", err)
+			}
+			flow := signal.Flow{Proto: signal.ProtoUDP, Src: fam.loopback, Dst: fam.loopback, SrcPort: localPort(t, fd), DstPort: port}
+			inNs := func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie }
+			if _, ok := col.waitFor(func(s signal.Signal) bool {
+				return inNs(s) && s.Kind == signal.KindDrop && s.Flow == flow && s.DropReason == "NO_SOCKET" && s.Dev == "lo"
+			}, 2*time.Second); !ok {
+				t.Errorf("no NO_SOCKET drop of %s; signals in the namespace:\n%s", flow, dump(col.matching(inNs)))
+			}
+		})
+	}
+}
