@@ -3,6 +3,7 @@ package correlate
 import (
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"syscall"
@@ -108,6 +109,7 @@ func BenchmarkObserve(b *testing.B) {
 	}
 	var shift time.Duration
 	nextTick := t0
+	runtime.GC() // setup garbage must not be collected on the clock
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	b.ResetTimer()
@@ -158,5 +160,57 @@ func TestWorkloadShape(t *testing.T) {
 		if d.Pattern != diagnosis.PatternConnectionRefused && d.Pattern != diagnosis.PatternSYNDropped {
 			t.Fatalf("unexpected %s", d.Pattern)
 		}
+	}
+}
+
+// BenchmarkObserveNoise: the fast path for signals no pattern wants and no
+// connection state holds (teardown closes), the bulk on a busy node.
+func BenchmarkObserveNoise(b *testing.B) {
+	e, err := New(DefaultConfig(), func(diagnosis.Diagnosis) {})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := signal.Signal{Kind: signal.KindStateChange, Time: t0, Flow: tcpFlow(1, 8080),
+		OldState: signal.StateCloseWait, State: signal.StateClose, SkErr: 32}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		s.Flow.DstPort = uint16(i)
+		e.Observe(s)
+	}
+	if e.Stats().Ignored != uint64(b.N) {
+		b.Fatalf("noise not ignored: %+v", e.Stats())
+	}
+}
+
+// BenchmarkObserveRefusedStorm: a storm of refused connects to one port, all
+// four signals of each (server drop and RST, client RST and close), one
+// aggregate per window.
+func BenchmarkObserveRefusedStorm(b *testing.B) {
+	var seq []signal.Signal
+	for p := range 60000 {
+		seq = append(seq, refusedClosedPort(t0.Add(time.Duration(p)*100*time.Microsecond), uint16(1024+p), 8080)...)
+	}
+	e, err := New(DefaultConfig(), func(diagnosis.Diagnosis) {})
+	if err != nil {
+		b.Fatal(err)
+	}
+	runtime.GC()
+	b.ReportAllocs()
+	b.ResetTimer()
+	var shift time.Duration
+	for i := 0; i < b.N; i++ {
+		j := i % len(seq)
+		if j == 0 {
+			shift += time.Hour
+			e.Tick(t0.Add(shift))
+		}
+		s := seq[j]
+		s.Time = s.Time.Add(shift)
+		e.Observe(s)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "signals/s")
+	if st := e.Stats(); b.N > 4 && st.Diagnoses == 0 {
+		b.Fatalf("nothing diagnosed: %+v", st)
 	}
 }
