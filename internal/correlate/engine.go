@@ -3,9 +3,28 @@
 // accumulated evidence makes a diagnosis, ranks competing patterns and
 // aggregates repeats of the same cause. It is pure: time comes from the
 // signals and from Tick, so replayed recordings behave like live ones.
+//
+// State is keyed by the 5-tuple in canonical order, so the client socket's
+// signals (RST received, SYN retransmits, close) and the packet-level evidence
+// from other namespaces on the node (the server's drop of the SYN, its RST)
+// meet in one place whichever arrives first. A pattern decides at a trigger
+// signal, or asks to be asked again after Config.Grace (Defer), which Tick does.
+//
+// Aggregation: a diagnosis's Key is pattern/cause/destination ip:port/netns of
+// the cause, never the client's ephemeral port. The first occurrence is
+// emitted at once. Within Window of it, further connections with the same Key
+// only increment Count and LastSeen (and add evidence up to MaxEvidence);
+// later signals of a connection already diagnosed (SYN retries, the final
+// timeout) add evidence without counting as a new occurrence. When the window
+// closes (Tick), the aggregate is emitted once more if it changed, and forgotten.
+//
+// Memory is bounded by MaxFlows connections (oldest packet-only evidence
+// evicted first, then the least recently active connection) and MaxFlows open
+// aggregates; Stats counts what was evicted.
 package correlate
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -115,19 +134,22 @@ const (
 )
 
 // connKey is the 5-tuple in a canonical order, so both directions (and the
-// client's and server's netns) find the same state. NAT is not undone here.
+// client's and server's netns) find the same state. Addresses are stored as
+// 16 bytes (IPv4 as v4-mapped): no pointers, so the map is cheap to hash and
+// the GC need not scan it. NAT is not undone here.
 type connKey struct {
-	a, b   netip.Addr
+	a, b   [16]byte
 	ap, bp uint16
 	proto  uint8
 }
 
 func keyOf(f signal.Flow) connKey {
-	c := f.Src.Compare(f.Dst)
-	if c < 0 || c == 0 && f.SrcPort <= f.DstPort {
-		return connKey{f.Src, f.Dst, f.SrcPort, f.DstPort, f.Proto}
+	src, dst := f.Src.As16(), f.Dst.As16()
+	sp, dp := f.SrcPort, f.DstPort
+	if c := bytes.Compare(src[:], dst[:]); c > 0 || c == 0 && sp > dp {
+		src, dst, sp, dp = dst, src, dp, sp
 	}
-	return connKey{f.Dst, f.Src, f.DstPort, f.SrcPort, f.Proto}
+	return connKey{a: src, b: dst, ap: sp, bp: dp, proto: f.Proto}
 }
 
 // aggKey: pattern + cause + destination + the netns of the cause. The

@@ -451,3 +451,26 @@ func TestPendingBoundedWithoutTick(t *testing.T) {
 		t.Fatalf("pending %d, flows %d", len(e.pending), e.Stats().FlowsTracked)
 	}
 }
+
+func TestKeyOf(t *testing.T) {
+	f := tcpFlow(40000, 8080)
+	v6 := signal.Flow{Proto: signal.ProtoTCP, Src: netip.MustParseAddr("fd00::1"), Dst: netip.MustParseAddr("fd00::2"), SrcPort: 40000, DstPort: 8080}
+	same := signal.Flow{Proto: signal.ProtoTCP, Src: serverIP, Dst: serverIP, SrcPort: 8080, DstPort: 40000}
+	tests := []struct {
+		name string
+		a, b signal.Flow
+		eq   bool
+	}{
+		{"reverse", f, f.Reverse(), true},
+		{"same address both ends, reverse", same, same.Reverse(), true},
+		{"other client port", f, tcpFlow(40001, 8080), false},
+		{"other protocol", f, signal.Flow{Proto: signal.ProtoUDP, Src: f.Src, Dst: f.Dst, SrcPort: f.SrcPort, DstPort: f.DstPort}, false},
+		{"ipv6", v6, v6.Reverse(), true},
+		{"ipv4 vs ipv6", f, v6, false},
+	}
+	for _, tc := range tests {
+		if got := keyOf(tc.a) == keyOf(tc.b); got != tc.eq {
+			t.Errorf("%s: equal = %v, want %v", tc.name, got, tc.eq)
+		}
+	}
+}
