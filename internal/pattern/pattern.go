@@ -183,6 +183,17 @@ func NetnsName(n NetnsNamer, ns Netns) string {
 	return fmt.Sprintf("netns:%d", ns.Inode)
 }
 
+// NetnsPhrase is the namespace for prose: "netns server" when the namer
+// knows it, else "netns:<inode>".
+func NetnsPhrase(n NetnsNamer, ns Netns) string {
+	if n != nil {
+		if s := n.Name(ns.Inode, ns.Cookie); s != "" {
+			return "netns " + s
+		}
+	}
+	return NetnsName(nil, ns)
+}
+
 // IsSYN reports a connection request: SYN without ACK.
 func IsSYN(flags uint8) bool {
 	return flags&signal.TCPFlagSYN != 0 && flags&signal.TCPFlagACK == 0
@@ -324,7 +335,7 @@ func (ev *Evidence) ConnectStart() time.Time {
 // Describe renders one signal as an evidence line in the context of the
 // connection (e.g. how long after the connect a retransmit came).
 func Describe(ev *Evidence, s *signal.Signal) diagnosis.Evidence {
-	ns := NetnsName(ev.Namer, NetnsOf(s))
+	ns := NetnsPhrase(ev.Namer, NetnsOf(s))
 	var fact string
 	switch s.Kind {
 	case signal.KindDrop:

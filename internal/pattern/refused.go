@@ -126,7 +126,7 @@ func (p ConnectionRefused) verdict(ev *Evidence) Verdict {
 func (p ConnectionRefused) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis {
 	f := p.facts(ev)
 	dst := flowDst(ev)
-	where := NetnsName(ev.Namer, v.Where)
+	where := NetnsPhrase(ev.Namer, v.Where)
 	d := diagnosis.Diagnosis{
 		Pattern:    diagnosis.PatternConnectionRefused,
 		Severity:   diagnosis.SeverityError,

@@ -24,16 +24,16 @@ func TestConnectionRefusedFixtures(t *testing.T) {
 	}{
 		{
 			fixture: "refused_closed_port.jsonl", cause: pattern.CauseNoListener,
-			summary:    "connection to 10.0.0.2:8080 refused: no process listens on port 8080 in server",
+			summary:    "connection to 10.0.0.2:8080 refused: no process listens on port 8080 in netns server",
 			layer:      diagnosis.LayerL4,
 			dstNetns:   "server",
-			resolution: "Start the service that should listen on port 8080 in server",
+			resolution: "Start the service that should listen on port 8080 in netns server",
 			sources:    []string{"skb:kfree_skb", "tcp:tcp_send_reset", "tcp:tcp_receive_reset", "sock:inet_sock_set_state"},
 			minConf:    0.9, maxConf: 0.98,
 		},
 		{
 			fixture: "refused_reject.jsonl", cause: pattern.CauseFirewallReject,
-			summary:    "connection to 10.0.0.2:8080 refused: a firewall REJECT (tcp-reset) in server refused it",
+			summary:    "connection to 10.0.0.2:8080 refused: a firewall REJECT (tcp-reset) in netns server refused it",
 			layer:      diagnosis.LayerPolicy,
 			dstNetns:   "server",
 			resolution: "`nft list ruleset`",

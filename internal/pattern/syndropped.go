@@ -174,11 +174,17 @@ func (p SYNDropped) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis {
 	f := p.facts(ev)
 	r := ev.Retrans()
 	dst := netip.AddrPortFrom(ev.Flow.Dst, ev.Flow.DstPort).String()
-	where := NetnsName(ev.Namer, v.Where)
+	where := NetnsPhrase(ev.Namer, v.Where)
 	start := ev.ConnectStart()
 	age := time.Duration(0)
+	at := ev.Now
+	if ev.Trigger != nil {
+		at = ev.Trigger.Time
+	} else if r.Count > 0 {
+		at = r.Last.Time // decided on a Tick: as of the retransmit that qualified
+	}
 	if !start.IsZero() {
-		age = roundAge(ev.Now.Sub(start))
+		age = roundAge(at.Sub(start))
 	}
 	d := diagnosis.Diagnosis{
 		Pattern:    diagnosis.PatternSYNDropped,
@@ -195,7 +201,7 @@ func (p SYNDropped) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis {
 		drop = f.nfDrop
 		d.Layer = diagnosis.LayerPolicy
 		d.Summary = fmt.Sprintf("SYN to %s refused by the client's own OUTPUT firewall in %s", dst, where)
-		d.Details = fmt.Sprintf("The client's netns %s does not let the SYN out", where)
+		d.Details = fmt.Sprintf("The client's %s does not let the SYN out", where)
 		if r.EPERM > 0 {
 			d.Details += fmt.Sprintf(": %d SYN retransmit(s) failed with EPERM", r.EPERM)
 		}

@@ -29,7 +29,7 @@ func TestSYNDroppedFixtures(t *testing.T) {
 	}{
 		{
 			fixture: "syn_nft_drop_timeout.jsonl", cause: pattern.CauseNetfilterDrop,
-			summary: "SYN to 10.0.0.2:8080 dropped by a netfilter rule in server (nft_do_chain)",
+			summary: "SYN to 10.0.0.2:8080 dropped by a netfilter rule in netns server (nft_do_chain)",
 			layer:   diagnosis.LayerPolicy, errType: "ETIMEDOUT", dstNetns: "server",
 			details:    "on dev eth0",
 			resolution: "Remove or narrow the DROP rule matching tcp dport 8080",
@@ -37,7 +37,7 @@ func TestSYNDroppedFixtures(t *testing.T) {
 		},
 		{
 			fixture: "syn_host_forward_drop.jsonl", cause: pattern.CauseNetfilterDrop,
-			summary: "SYN to 10.0.0.2:8080 dropped by a netfilter rule in host (nft_do_chain)",
+			summary: "SYN to 10.0.0.2:8080 dropped by a netfilter rule in netns host (nft_do_chain)",
 			layer:   diagnosis.LayerPolicy, errType: "ETIMEDOUT", dstNetns: "host",
 			details:    "on dev veth-srv",
 			resolution: "`nft list ruleset`",
@@ -53,15 +53,15 @@ func TestSYNDroppedFixtures(t *testing.T) {
 		},
 		{
 			fixture: "syn_own_output_eperm.jsonl", cause: pattern.CauseLocalOutputFirewall,
-			summary: "SYN to 10.0.0.2:8080 refused by the client's own OUTPUT firewall in client",
+			summary: "SYN to 10.0.0.2:8080 refused by the client's own OUTPUT firewall in netns client",
 			layer:   diagnosis.LayerPolicy, errType: "ETIMEDOUT",
 			details:    "failed with EPERM",
-			resolution: "output path of client",
+			resolution: "output path of netns client",
 			firstAt:    time.Second, followUps: 10, minConf: 0.7,
 		},
 		{
 			fixture: "syn_arp_ebusy.jsonl", cause: pattern.CauseNeighbourUnresolved,
-			summary: "SYN to 10.0.0.99:8080 never sent: queued behind ARP/NDP, the neighbour does not resolve (in client)",
+			summary: "SYN to 10.0.0.99:8080 never sent: queued behind ARP/NDP, the neighbour does not resolve (in netns client)",
 			layer:   diagnosis.LayerL2, errType: "EHOSTUNREACH",
 			details:    "1 SYN retransmit(s) returned EBUSY",
 			resolution: "ip neigh show",
@@ -88,6 +88,7 @@ func TestSYNDroppedFixtures(t *testing.T) {
 				t.Errorf("endpoints %+v -> %+v, want netns client -> %q", d.Source, d.Destination, tc.dstNetns)
 			}
 			mustContain(t, "details", d.Details, tc.details)
+			mustContain(t, "details", d.Details, "Diagnosed at SYN retransmit 1, about 1s after the connect started")
 			mustContain(t, "resolution", d.Resolution, tc.resolution)
 			if d.Confidence < tc.minConf {
 				t.Errorf("confidence %.2f < %.2f", d.Confidence, tc.minConf)
