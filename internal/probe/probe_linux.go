@@ -28,7 +28,7 @@ const kernelBTFPath = "/sys/kernel/btf/vmlinux"
 
 // Probe is the loaded and attached set of kernel probes.
 type Probe struct {
-	coll    *ebpf.Collection
+	objs    *objects
 	links   []link.Link
 	progs   []progRef
 	rd      *ringbuf.Reader
@@ -40,6 +40,12 @@ type Probe struct {
 	closed    atomic.Bool
 	lostFinal uint64
 	bad       atomic.Uint64
+}
+
+// objects are the loaded programs and maps (not the global variables).
+type objects struct {
+	bpf.ProbePrograms
+	bpf.ProbeMaps
 }
 
 type progRef struct {
@@ -144,23 +150,29 @@ func open(cfg Config, adjust func(*ebpf.CollectionSpec) error) (*Probe, error) {
 		p.dec.syms = syms
 	}
 
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{})
-	if err != nil {
+	// LoadAndAssign of programs and maps only: loading the global
+	// variables too would mmap .rodata, and that mapping (released only by
+	// the garbage collector) would keep the map alive after Close.
+	objs := &objects{}
+	if err := spec.LoadAndAssign(objs, nil); err != nil {
 		return nil, loadError(err)
 	}
-	p.coll = coll
+	p.objs = objs
 	if err := p.fillFilters(modes, syms); err != nil {
 		p.Close()
 		return nil, err
 	}
-	for _, name := range []string{
-		bpf.ProbeProgOnInetSockSetState,
-		bpf.ProbeProgOnTcpRetransmitSkb,
-		bpf.ProbeProgOnTcpReceiveReset,
-		bpf.ProbeProgOnTcpSendReset,
-		bpf.ProbeProgOnKfreeSkb,
+	for _, np := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{bpf.ProbeProgOnInetSockSetState, objs.OnInetSockSetState},
+		{bpf.ProbeProgOnTcpRetransmitSkb, objs.OnTcpRetransmitSkb},
+		{bpf.ProbeProgOnTcpReceiveReset, objs.OnTcpReceiveReset},
+		{bpf.ProbeProgOnTcpSendReset, objs.OnTcpSendReset},
+		{bpf.ProbeProgOnKfreeSkb, objs.OnKfreeSkb},
 	} {
-		prog := coll.Programs[name]
+		name, prog := np.name, np.prog
 		hook := spec.Programs[name].SectionName
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
@@ -173,7 +185,7 @@ func open(cfg Config, adjust func(*ebpf.CollectionSpec) error) (*Probe, error) {
 		p.links = append(p.links, l)
 		p.progs = append(p.progs, progRef{name: name, hook: hook, prog: prog})
 	}
-	rd, err := ringbuf.NewReader(coll.Maps[bpf.ProbeMapEvents])
+	rd, err := ringbuf.NewReader(objs.Events)
 	if err != nil {
 		p.Close()
 		return nil, fmt.Errorf("probe: opening the ring buffer: %w", err)
@@ -253,7 +265,7 @@ func (p *Probe) fillFilters(modes map[uint32]uint8, syms *symtab) error {
 		ranges = ranges[:maxLocations]
 	}
 	for i, r := range ranges {
-		if err := p.coll.Maps[bpf.ProbeMapDropLocations].Put(uint32(i), bpf.ProbeLocRange{Lo: r[0], Hi: r[1]}); err != nil {
+		if err := p.objs.DropLocations.Put(uint32(i), bpf.ProbeLocRange{Lo: r[0], Hi: r[1]}); err != nil {
 			return fmt.Errorf("probe: filling drop_locations: %w", err)
 		}
 	}
@@ -261,9 +273,9 @@ func (p *Probe) fillFilters(modes map[uint32]uint8, syms *symtab) error {
 		if m == modeAtLocation && len(ranges) == 0 {
 			continue // cannot tell where: leave it out rather than flood
 		}
-		mp := p.coll.Maps[bpf.ProbeMapDropReasons]
+		mp := p.objs.DropReasons
 		if v >= coreReasons {
-			mp = p.coll.Maps[bpf.ProbeMapDropReasonsExt]
+			mp = p.objs.DropReasonsExt
 		}
 		if err := mp.Put(v, m); err != nil {
 			return fmt.Errorf("probe: filling drop reasons: %w", err)
@@ -360,7 +372,7 @@ func (p *Probe) Lost() uint64 {
 
 func (p *Probe) readLost() uint64 {
 	var per []uint64
-	if err := p.coll.Maps[bpf.ProbeMapLost].Lookup(uint32(0), &per); err != nil {
+	if err := p.objs.Lost.Lookup(uint32(0), &per); err != nil {
 		return 0
 	}
 	var n uint64
@@ -413,12 +425,26 @@ func (p *Probe) programIDs() []ebpf.ProgramID {
 	return ids
 }
 
+// mapIDs lists the kernel IDs of the maps (for tests).
+func (p *Probe) mapIDs() []ebpf.MapID {
+	var ids []ebpf.MapID
+	o := p.objs
+	for _, m := range []*ebpf.Map{o.DropLocations, o.DropReasons, o.DropReasonsExt, o.Events, o.Lost} {
+		if info, err := m.Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
+
 // Close detaches and unloads everything; it is safe to call more than once.
 // A concurrent Run returns nil.
 func (p *Probe) Close() error {
 	p.closeOnce.Do(func() {
 		var errs []error
-		if p.coll != nil {
+		if p.objs != nil {
 			p.lostFinal = p.readLost()
 		}
 		p.closed.Store(true)
@@ -428,8 +454,8 @@ func (p *Probe) Close() error {
 		for _, l := range p.links {
 			errs = append(errs, l.Close())
 		}
-		if p.coll != nil {
-			p.coll.Close()
+		if p.objs != nil {
+			errs = append(errs, p.objs.ProbePrograms.Close(), p.objs.ProbeMaps.Close())
 		}
 		p.closeErr = errors.Join(errs...)
 	})

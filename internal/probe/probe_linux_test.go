@@ -27,9 +27,10 @@ func TestOpenCloseLeavesNoPrograms(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	ids := p.programIDs()
-	if len(ids) != 5 {
+	maps := p.mapIDs()
+	if len(ids) != 5 || len(maps) == 0 {
 		p.Close()
-		t.Fatalf("loaded %d programs, want 5", len(ids))
+		t.Fatalf("loaded %d programs and %d maps, want 5 and some", len(ids), len(maps))
 	}
 	if err := p.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -41,14 +42,34 @@ func TestOpenCloseLeavesNoPrograms(t *testing.T) {
 	// kernel's deferred free a moment.
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		left := loadedPrograms(t, ids)
-		if len(left) == 0 {
+		left, leftMaps := loadedPrograms(t, ids), loadedMaps(t, maps)
+		if len(left)+len(leftMaps) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("programs %v still loaded after Close", left)
+			t.Fatalf("programs %v and maps %v still loaded after Close", left, leftMaps)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// loadedMaps returns which of ids the kernel still has.
+func loadedMaps(t *testing.T, ids []ebpf.MapID) []ebpf.MapID {
+	t.Helper()
+	var left []ebpf.MapID
+	id := ebpf.MapID(0)
+	for {
+		next, err := ebpf.MapGetNextID(id)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist) {
+			return left
+		}
+		if err != nil {
+			t.Fatalf("listing maps: %v", err)
+		}
+		if slices.Contains(ids, next) {
+			left = append(left, next)
+		}
+		id = next
 	}
 }
 
@@ -345,18 +366,22 @@ func TestStats(t *testing.T) {
 	}
 }
 
-// loopbackConnects opens, uses and cleanly closes n connections in ns.
+// loopbackConnects opens, uses and cleanly closes n IPv4 connections in ns.
 func loopbackConnects(t testing.TB, ns *testNetns, n, port int) {
 	t.Helper()
-	lo := netip.MustParseAddr("127.0.0.1")
+	loopbackConnectsFamily(t, ns, families[0], n, port)
+}
+
+func loopbackConnectsFamily(t testing.TB, ns *testNetns, fam family, n, port int) {
+	t.Helper()
 	var srv int
 	var err error
-	ns.run(func() { srv, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0) })
+	ns.run(func() { srv, err = unix.Socket(fam.af, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(srv)
-	if err := unix.Bind(srv, sockaddr(lo, port)); err != nil {
+	if err := unix.Bind(srv, sockaddr(fam.loopback, port)); err != nil {
 		t.Fatalf("bind: %v", err)
 	}
 	if err := unix.Listen(srv, 64); err != nil {
@@ -365,11 +390,11 @@ func loopbackConnects(t testing.TB, ns *testNetns, n, port int) {
 	buf := make([]byte, 4)
 	for i := range n {
 		var fd int
-		ns.run(func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0) })
+		ns.run(func() { fd, err = unix.Socket(fam.af, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0) })
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Connect(fd, sockaddr(lo, port)); err != nil {
+		if err := unix.Connect(fd, sockaddr(fam.loopback, port)); err != nil {
 			unix.Close(fd)
 			t.Fatalf("connect %d: %v", i, err)
 		}
@@ -392,13 +417,17 @@ func loopbackConnects(t testing.TB, ns *testNetns, n, port int) {
 // Successful connections must never reach user space.
 func TestSuccessIsSilent(t *testing.T) {
 	p, col := startProbe(t, Config{})
-	ns := newTestNetns(t)
-	const conns = 300
-	loopbackConnects(t, ns, conns, 4244)
-	// Give late records (TIME_WAIT, FIN handling in softirq) time to arrive.
-	time.Sleep(500 * time.Millisecond)
-	if got := col.matching(func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie }); len(got) != 0 {
-		t.Errorf("%d successful connections produced %d signals:\n%s", conns, len(got), dump(got))
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			ns := newTestNetns(t)
+			const conns = 300
+			loopbackConnectsFamily(t, ns, fam, conns, 4244)
+			// Give late records (TIME_WAIT, FIN handling in softirq) time to arrive.
+			time.Sleep(500 * time.Millisecond)
+			if got := col.matching(func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie }); len(got) != 0 {
+				t.Errorf("%d successful connections produced %d signals:\n%s", conns, len(got), dump(got))
+			}
+		})
 	}
 	if n := p.Lost(); n != 0 {
 		t.Errorf("Lost() = %d, want 0", n)
