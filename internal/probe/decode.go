@@ -61,6 +61,7 @@ type decoder struct {
 	dropReasons   map[uint32]string // skb_drop_reason value -> name without prefix
 	rstReasons    map[uint32]string // sk_rst_reason value -> name without prefix
 	syms          symbolizer
+	locCache      map[uint64]string
 }
 
 type symbolizer interface {
@@ -133,13 +134,25 @@ func (d *decoder) location(addr uint64) string {
 	if addr == 0 {
 		return ""
 	}
-	if d.syms != nil {
-		if name := d.syms.symbol(addr); name != "" {
-			return name
-		}
+	if name, ok := d.locCache[addr]; ok {
+		return name
 	}
-	return fmt.Sprintf("0x%x", addr)
+	name := ""
+	if d.syms != nil {
+		name = d.syms.symbol(addr)
+	}
+	if name == "" {
+		name = fmt.Sprintf("0x%x", addr)
+	}
+	// Drops come from a few dozen call sites: remember them, within bounds.
+	if d.locCache == nil || len(d.locCache) >= maxLocCache {
+		d.locCache = make(map[uint64]string)
+	}
+	d.locCache[addr] = name
+	return name
 }
+
+const maxLocCache = 4096
 
 func enumName(names map[uint32]string, v uint32) string {
 	if n, ok := names[v]; ok {

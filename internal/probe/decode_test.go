@@ -322,3 +322,17 @@ func TestDropModes(t *testing.T) {
 		})
 	}
 }
+
+func BenchmarkDecode(b *testing.B) {
+	d := decoder{dropReasons: map[uint32]string{12: "NETFILTER_DROP"}, syms: fakeSyms{0x10: "nft_do_chain"}}
+	raw := rec{ts: 1, kind: 5, family: afInet, proto: 6, flags: flagFlow | flagReason, reason: 12, location: 0x10,
+		saddr: netip.MustParseAddr("10.0.0.1"), daddr: netip.MustParseAddr("10.0.0.2"), sport: 1, dport: 2,
+		comm: "curl", dev: "eth0"}.bytes()
+	var s signal.Signal
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.decode(raw, &s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
