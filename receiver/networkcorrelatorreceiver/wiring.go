@@ -8,7 +8,8 @@ import (
 	"github.com/network-correlator/network-correlator/internal/probe"
 )
 
-// This file is the only one that knows the kernel probes and the engine.
+// This file (with wiring_linux.go and wiring_other.go) is the only one that
+// knows the kernel probes, the host context and the engine.
 
 func defaultDeps() deps {
 	return deps{openSource: openSource, newCorrelator: newCorrelator}
@@ -29,11 +30,17 @@ func openSource(cfg *Config, logger *zap.Logger) (signalSource, error) {
 }
 
 func newCorrelator(cfg *Config, emit func(diagnosis.Diagnosis)) (correlator, error) {
-	e, err := correlate.New(correlate.Config{
+	ecfg := correlate.Config{
 		SYNTimeout: cfg.SYNTimeout,
 		Window:     cfg.CorrelationWindow,
 		MaxFlows:   cfg.MaxFlows,
-	}, emit)
+	}
+	// A recording's namespaces are not this host's: only live signals are
+	// named from /proc and /run/netns.
+	if cfg.Source == SourceKernel {
+		ecfg.NetnsNamer = hostNetnsNamer()
+	}
+	e, err := correlate.New(ecfg, emit)
 	if err != nil {
 		return nil, err
 	}

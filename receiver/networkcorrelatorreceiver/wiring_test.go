@@ -66,6 +66,7 @@ func TestKernelSourceRefusedConnect(t *testing.T) {
 	if a["server.address"] != "127.0.0.1" || a["error.type"] != "ECONNREFUSED" || a["network.transport"] != "tcp" {
 		t.Errorf("attributes %v", a)
 	}
+	t.Logf("body: %s", found.lr.Body().Str())
 	t.Logf("connect() to diagnosis handed to the pipeline: %v (observed %v after the signal)",
 		found.lr.ObservedTimestamp().AsTime().Sub(connectAt),
 		found.lr.ObservedTimestamp().AsTime().Sub(found.lr.Timestamp().AsTime()))
