@@ -595,3 +595,54 @@ func TestUDPClosedPort(t *testing.T) {
 		})
 	}
 }
+
+// A connect whose SYNs are all dropped times out: with TCP_SYNCNT 1 the
+// socket gives up after about 3 s (two retransmissions on 6.18: the limit
+// is a time budget) and moves SYN_SENT->CLOSE with sk_err ETIMEDOUT.
+func TestConnectTimeout(t *testing.T) {
+	_, col := startProbe(t, Config{})
+	ns := newTestNetns(t)
+	lo := netip.MustParseAddr("127.0.0.1")
+	const port = 4274
+	ns.nft(t, `table inet nc_probe_test {
+	chain c {
+		type filter hook input priority 0; policy accept;
+		tcp dport 4274 tcp flags syn drop
+	}
+}`)
+	fd := ns.socket(t, unix.AF_INET)
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_SYNCNT, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Connect(fd, sockaddr(lo, port)); !errors.Is(err, unix.EINPROGRESS) {
+		t.Fatalf("nonblocking connect = %v, want EINPROGRESS", err)
+	}
+	client := signal.Flow{Proto: signal.ProtoTCP, Src: lo, Dst: lo, SrcPort: localPort(t, fd), DstPort: port}
+	inNs := func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie && s.Flow == client }
+	sc, ok := col.waitFor(func(s signal.Signal) bool { return inNs(s) && s.Kind == signal.KindStateChange }, 6*time.Second)
+	if !ok {
+		t.Fatalf("no state change; signals of the flow:\n%s", dump(col.matching(inNs)))
+	}
+	if sc.OldState != signal.StateSynSent || sc.State != signal.StateClose || sc.SkErr != int32(unix.ETIMEDOUT) {
+		t.Errorf("state change = %s, want SYN_SENT->CLOSE with ETIMEDOUT", dump([]signal.Signal{sc}))
+	}
+	// Every SYN sent was dropped; the retransmit count runs 1, 2, ...
+	var drops, retrans int
+	for _, s := range col.matching(inNs) {
+		switch s.Kind {
+		case signal.KindDrop:
+			drops++
+		case signal.KindRetransmit:
+			retrans++
+			if s.Retransmits != uint32(retrans) {
+				t.Errorf("retransmit %d reports count %d", retrans, s.Retransmits)
+			}
+		}
+	}
+	if retrans < 1 || drops != retrans+1 {
+		t.Errorf("%d drops and %d retransmits, want one drop per SYN sent and at least one retransmit", drops, retrans)
+	}
+}
