@@ -3,6 +3,7 @@ package netpol
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,59 @@ type resolved struct {
 	pod  *Pod
 	ns   *nsState
 	ips  []netip.Addr // the addresses ipBlocks are matched against
+
+	// Cached for explanations and resolutions, filled on first use.
+	idLabels []labelKV
+	idDone   bool
+	desc     string
+}
+
+// identity returns the pod's labels that name its workload (volatile
+// rollout labels left out), sorted by key.
+func (r *resolved) identity() []labelKV {
+	if !r.idDone {
+		r.idDone = true
+		if r.pod != nil {
+			for k, v := range r.pod.Labels {
+				if !volatileLabels[k] {
+					r.idLabels = append(r.idLabels, labelKV{k, v})
+				}
+			}
+			slices.SortFunc(r.idLabels, func(a, b labelKV) int { return strings.Compare(a.k, b.k) })
+		}
+	}
+	return r.idLabels
+}
+
+func formatKV(l []labelKV) string {
+	if len(l) == 0 {
+		return "<none>"
+	}
+	var b strings.Builder
+	for i, kv := range l {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(kv.k)
+		b.WriteByte('=')
+		b.WriteString(kv.v)
+	}
+	return b.String()
+}
+
+// describe names the endpoint in resolution summaries.
+func (r *resolved) describe() string {
+	if r.desc == "" {
+		switch r.kind {
+		case EndpointPod:
+			r.desc = "pods labelled " + formatKV(r.identity()) + " in namespace " + r.pod.Namespace
+		case EndpointHostNetwork:
+			r.desc = "host-network pod " + podName(r.pod) + " (" + joinAddrs(r.ips) + ")"
+		default:
+			r.desc = joinAddrs(r.ips)
+		}
+	}
+	return r.desc
 }
 
 func (x *Index) resolveLocked(e Endpoint) (resolved, error) {
@@ -295,13 +349,17 @@ func (b *ipBlock) contains(ip netip.Addr) bool {
 	return true
 }
 
+// noRulesDistance ranks a rule-less policy after any rule that needs a
+// handful of changes: admitting through it needs a whole new rule.
+const noRulesDistance = 10
+
 // misses explains, for every selecting policy and rule, the nearest miss.
 func (x *Index) misses(dir Direction, pols []*compiledPolicy, peer *resolved, q *query) []RuleMiss {
 	var out []RuleMiss
 	for _, cp := range pols {
 		rules := cp.rules(dir)
 		if len(rules) == 0 {
-			out = append(out, RuleMiss{PolicyRef: cp.ref(dir), Index: -1, Kind: MissNoRules})
+			out = append(out, RuleMiss{PolicyRef: cp.ref(dir), Index: -1, Kind: MissNoRules, Distance: noRulesDistance})
 			continue
 		}
 		for i := range rules {
@@ -323,6 +381,7 @@ func (x *Index) misses(dir Direction, pols []*compiledPolicy, peer *resolved, q 
 				}
 				if !matched {
 					m.Peer = &best
+					m.Distance += bestD
 				}
 			}
 			if len(r.ports) > 0 {
@@ -340,6 +399,7 @@ func (x *Index) misses(dir Direction, pols []*compiledPolicy, peer *resolved, q 
 				}
 				if !matched {
 					m.Port = &best
+					m.Distance += bestD
 				}
 			}
 			switch {

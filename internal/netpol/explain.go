@@ -126,6 +126,27 @@ func (d *DirectionVerdict) explainDenied(v *Verdict) string {
 	return s
 }
 
+// Blame names the policy and rule to report for a denied flow: the denied
+// direction (egress first, as the packet meets it first), the selecting
+// policy whose rule came nearest to admitting it, and that rule (empty Rule
+// for a default deny). ok is false when the flow is allowed.
+func (v *Verdict) Blame() (ref PolicyRef, ok bool) {
+	d := &v.Egress
+	if d.Allowed {
+		d = &v.Ingress
+	}
+	if d.Allowed || len(d.Misses) == 0 {
+		return PolicyRef{}, false
+	}
+	best := d.Misses[0]
+	for _, m := range d.Misses[1:] {
+		if m.Distance < best.Distance {
+			best = m
+		}
+	}
+	return best.PolicyRef, true
+}
+
 // describe renders what the rule wants and the flow lacks.
 func (m *RuleMiss) describe() string {
 	var parts []string

@@ -210,3 +210,45 @@ func TestSelectorLabelFix(t *testing.T) {
 		}
 	}
 }
+
+func TestBlame(t *testing.T) {
+	cases := []struct {
+		name     string
+		policies []string
+		flow     Flow
+		want     string // "ns/name Direction rule" or "" when allowed
+	}{
+		{"nearest rule across policies", []string{`
+metadata: {name: a, namespace: prod}
+spec:
+  podSelector: {}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {team: x}}, podSelector: {matchLabels: {a: b, c: d}}}]}]
+`, `
+metadata: {name: b, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: backend}}
+  ingress: [{ports: [{port: 1}]}, {from: [{podSelector: {matchLabels: {tier: frontend}}}], ports: [{port: 9090}]}]
+`}, tcp(podEP("prod", "frontend-1"), podEP("prod", "backend-7c9"), 8080), "prod/b Ingress spec.ingress[0]"},
+		{"default deny has no rule", []string{`
+metadata: {name: deny, namespace: prod}
+spec: {podSelector: {}}
+`}, tcp(podEP("prod", "frontend-1"), podEP("prod", "backend-7c9"), 8080), "prod/deny Ingress "},
+		{"egress blamed first", []string{`
+metadata: {name: deny, namespace: prod}
+spec: {podSelector: {}, policyTypes: [Ingress, Egress]}
+`}, tcp(podEP("prod", "frontend-1"), podEP("prod", "backend-7c9"), 8080), "prod/deny Egress "},
+		{"allowed", nil, tcp(podEP("prod", "frontend-1"), podEP("prod", "backend-7c9"), 8080), ""},
+	}
+	for _, c := range cases {
+		w := newWorld(t, DefaultOptions(), []Namespace{nsProd, nsDev}, basePods(), c.policies...)
+		v := mustEval(t, w.x, c.flow)
+		ref, ok := v.Blame()
+		got := ""
+		if ok {
+			got = ref.String() + " " + string(ref.Direction) + " " + ref.Rule
+		}
+		if got != c.want {
+			t.Errorf("%s: Blame() = %q, want %q", c.name, got, c.want)
+		}
+	}
+}

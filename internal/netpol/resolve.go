@@ -37,11 +37,11 @@ func (x *Index) resolutions(dir Direction, pols []*compiledPolicy, misses []Rule
 			if m.Port != nil {
 				res.Path = m.Rule + ".ports"
 				w.port(0, q)
-				res.Summary = fmt.Sprintf("add %s %d to the ports of rule %s of NetworkPolicy %s", q.proto, q.port, m.Rule, cp.ref(dir))
+				res.Summary = "add " + string(q.proto) + " " + strconv.Itoa(int(q.port)) + " to the ports of rule " + m.Rule + " of NetworkPolicy " + cp.ref(dir).String()
 			} else {
 				res.Path = m.Rule + "." + peerField(dir)
 				w.peer(0, cp.ns, peer)
-				res.Summary = fmt.Sprintf("add %s to the %s peers of rule %s of NetworkPolicy %s", describePeer(peer), peerField(dir), m.Rule, cp.ref(dir))
+				res.Summary = "add " + peer.describe() + " to the " + peerField(dir) + " peers of rule " + m.Rule + " of NetworkPolicy " + cp.ref(dir).String()
 			}
 			res.YAML = w.String()
 			out = append(out, res)
@@ -56,7 +56,7 @@ func (x *Index) resolutions(dir Direction, pols []*compiledPolicy, misses []Rule
 				Policy:  cp.ref(dir),
 				Path:    "spec." + dir.field(),
 				YAML:    w.String(),
-				Summary: fmt.Sprintf("append a rule admitting %s on %s %d to spec.%s of NetworkPolicy %s", describePeer(peer), q.proto, q.port, dir.field(), cp.ref(dir)),
+				Summary: "append a rule admitting " + peer.describe() + " on " + string(q.proto) + " " + strconv.Itoa(int(q.port)) + " to spec." + dir.field() + " of NetworkPolicy " + cp.ref(dir).String(),
 			})
 		}
 	}
@@ -187,16 +187,6 @@ func peerField(dir Direction) string {
 	return "to"
 }
 
-func describePeer(r *resolved) string {
-	switch r.kind {
-	case EndpointPod:
-		return "pods labelled " + formatLabels(identityLabels(r.pod.Labels)) + " in namespace " + r.pod.Namespace
-	case EndpointHostNetwork:
-		return "host-network pod " + podName(r.pod) + " (" + joinAddrs(r.ips) + ")"
-	}
-	return joinAddrs(r.ips)
-}
-
 func identityLabels(m map[string]string) map[string]string {
 	out := make(map[string]string, len(m))
 	for k, v := range m {
@@ -209,7 +199,7 @@ func identityLabels(m map[string]string) map[string]string {
 
 func newPolicyResolution(dir Direction, q *query) Resolution {
 	self, peer := q.selfPeer(dir)
-	name := fmt.Sprintf("allow-%s-%s-%s-%d", strings.ToLower(dir.field()), dnsPart(endpointShort(peer)), strings.ToLower(string(q.proto)), q.port)
+	name := "allow-" + dir.field() + "-" + dnsPart(endpointShort(peer)) + "-" + strings.ToLower(string(q.proto)) + "-" + strconv.Itoa(int(q.port))
 	if len(name) > 63 {
 		name = strings.TrimRight(name[:63], "-")
 	}
@@ -220,7 +210,7 @@ func newPolicyResolution(dir Direction, q *query) Resolution {
 	w.line(2, "name: "+name)
 	w.line(2, "namespace: "+self.pod.Namespace)
 	w.line(0, "spec:")
-	w.selector(2, "podSelector", identityLabels(self.pod.Labels))
+	w.selector(2, "podSelector", self.identity())
 	w.line(2, "policyTypes:")
 	w.line(2, "- "+string(dir))
 	w.line(2, dir.field()+":")
@@ -229,7 +219,7 @@ func newPolicyResolution(dir Direction, q *query) Resolution {
 		Kind:    ResolutionNewPolicy,
 		Policy:  PolicyRef{Namespace: self.pod.Namespace, Name: name, Direction: dir, Rule: ruleName(dir, 0)},
 		YAML:    w.String(),
-		Summary: fmt.Sprintf("create NetworkPolicy %s/%s admitting %s on %s %d for %s", self.pod.Namespace, name, describePeer(peer), q.proto, q.port, podName(self.pod)),
+		Summary: "create NetworkPolicy " + self.pod.Namespace + "/" + name + " admitting " + peer.describe() + " on " + string(q.proto) + " " + strconv.Itoa(int(q.port)) + " for " + podName(self.pod),
 	}
 }
 
@@ -271,16 +261,24 @@ func (w *yamlWriter) line(indent int, s string) {
 	w.b.WriteByte('\n')
 }
 
-func (w *yamlWriter) selector(indent int, key string, labels map[string]string) {
+func (w *yamlWriter) selector(indent int, key string, labels []labelKV) {
 	if len(labels) == 0 {
 		w.line(indent, key+": {}")
 		return
 	}
 	w.line(indent, key+":")
 	w.line(indent+2, "matchLabels:")
-	for _, k := range sortedKeys(labels) {
-		w.line(indent+4, yamlScalar(k)+": "+yamlScalar(labels[k]))
+	for _, kv := range labels {
+		w.kv(indent+4, yamlScalar(kv.k), yamlScalar(kv.v))
 	}
+}
+
+func (w *yamlWriter) kv(indent int, k, v string) {
+	w.b.WriteString(spaces[:indent])
+	w.b.WriteString(k)
+	w.b.WriteString(": ")
+	w.b.WriteString(v)
+	w.b.WriteByte('\n')
 }
 
 // peer writes one list item selecting exactly the endpoint: a pod by its
@@ -300,15 +298,15 @@ func (w *yamlWriter) peer(indent int, policyNS string, r *resolved) {
 			w.line(indent+4, "matchLabels:")
 			w.line(indent+6, namespaceNameLabel+": "+yamlScalar(r.pod.Namespace))
 		}
-		labels := identityLabels(r.pod.Labels)
+		labels := r.identity()
 		if len(labels) == 0 {
 			w.line(indent, key("podSelector: {}"))
 			return
 		}
 		w.line(indent, key("podSelector:"))
 		w.line(indent+4, "matchLabels:")
-		for _, k := range sortedKeys(labels) {
-			w.line(indent+6, yamlScalar(k)+": "+yamlScalar(labels[k]))
+		for _, kv := range labels {
+			w.kv(indent+6, yamlScalar(kv.k), yamlScalar(kv.v))
 		}
 		return
 	}

@@ -177,6 +177,10 @@ type RuleMiss struct {
 	Kind      MissKind
 	Peer      *PeerMiss // nil when some peer matched (or the rule has none)
 	Port      *PortMiss // nil when some port matched (or the rule has none)
+	// Distance ranks misses: roughly the number of terms to change for the
+	// rule to admit the flow (a label counts 1, another namespace or
+	// another kind of peer more, a rule-less policy most).
+	Distance int
 }
 
 // ResolutionKind orders resolutions from the least to the most invasive.
