@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -93,6 +95,43 @@ func TestKernelSourceUnknownDropReason(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "NO_SUCH_REASON") || !strings.HasPrefix(err.Error(), "networkcorrelator: kernel source: ") {
 		t.Errorf("Start() = %v, want an error naming NO_SUCH_REASON", err)
+	}
+	if err := r.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Without the capabilities the collector must not start, and the error
+// says what is missing and how to grant it. As root the test re-runs itself
+// under setpriv with every capability dropped.
+func TestKernelSourceWithoutCapabilities(t *testing.T) {
+	const childEnv = "NETWORKCORRELATOR_NOCAP_CHILD"
+	checkErr := probe.Check()
+	if os.Getenv(childEnv) == "" && checkErr == nil {
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil {
+			t.Skip("needs setpriv (util-linux) to drop capabilities")
+		}
+		cmd := exec.Command(setpriv, "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all",
+			os.Args[0], "-test.run=^TestKernelSourceWithoutCapabilities$", "-test.v")
+		cmd.Env = append(os.Environ(), childEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestKernelSourceWithoutCapabilities") {
+			t.Fatalf("without capabilities: %v\n%s", err, out)
+		}
+		return
+	}
+	if checkErr == nil || !strings.Contains(checkErr.Error(), "missing capability") {
+		t.Skipf("kernel source fails for another reason than capabilities: %v", checkErr)
+	}
+	r, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Start(context.Background(), componenttest.NewNopHost())
+	const want = "networkcorrelator: kernel source: probe: missing capability: the probes need CAP_BPF and CAP_PERFMON"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Start() = %v, want prefix %q", err, want)
 	}
 	if err := r.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
