@@ -93,7 +93,7 @@ func createDefaultConfig() *Config {
 		CorrelationWindow:    defaultCorrelationWindow,
 		MaxFlows:             defaultMaxFlows,
 		CollectionInterval:   defaultCollectionInterval,
-		MetricsBuilderConfig: metadata.DefaultMetricsBuilderConfig(),
+		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 	}
 }
 
