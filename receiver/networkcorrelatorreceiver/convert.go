@@ -1,6 +1,7 @@
 package networkcorrelatorreceiver // import "github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver"
 
 import (
+	"math"
 	"net/netip"
 	"time"
 
@@ -130,7 +131,7 @@ func fillRecord(lr plog.LogRecord, d *diagnosis.Diagnosis, observed time.Time) {
 	putNonEmpty(a, attrErrorType, d.ErrorType)
 
 	a.PutStr(attrPrefix+"pattern", string(d.Pattern))
-	a.PutDouble(attrPrefix+"confidence", d.Confidence)
+	a.PutDouble(attrPrefix+"confidence", roundConfidence(d.Confidence))
 	putNonEmpty(a, attrPrefix+"layer", string(d.Layer))
 	putNonEmpty(a, attrPrefix+"details", d.Details)
 	putNonEmpty(a, attrPrefix+"impact", d.Impact)
@@ -171,6 +172,12 @@ func putEndpoint(a pcommon.Map, prefix string, ep *diagnosis.Endpoint) {
 	putNonEmpty(a, prefix+"k8s.pod.name", ep.K8sPod)
 	putNonEmpty(a, prefix+"k8s.node.name", ep.K8sNode)
 	putNonEmpty(a, prefix+"k8s.workload", ep.K8sWorkload)
+}
+
+// roundConfidence drops floating-point noise (0.9500000000000001 -> 0.95)
+// that products of evidence weights leave, so backends show what was meant.
+func roundConfidence(c float64) float64 {
+	return math.Round(c*1e9) / 1e9
 }
 
 func severity(s diagnosis.Severity) (plog.SeverityNumber, string) {

@@ -98,7 +98,7 @@ func sparse() diagnosis.Diagnosis {
 		Pattern:     diagnosis.Pattern("arp_failure"),
 		Summary:     "10.0.0.9 does not answer ARP",
 		Evidence:    []diagnosis.Evidence{{Time: t0, Source: "neigh:neigh_timer_handler", Fact: "nud_state FAILED"}},
-		Confidence:  0.6,
+		Confidence:  0.1 * 3, // 0.30000000000000004: reported as 0.3
 		Severity:    diagnosis.Severity(9),
 		Resolution:  "Check that 10.0.0.9 is up.",
 		Layer:       diagnosis.LayerL2,
