@@ -137,6 +137,15 @@ func BenchmarkEvaluate(b *testing.B) {
 		})
 	}
 	flows := benchFlows(b, x, pods, false, 1024)
+	b.Run("attribute-denied", func(b *testing.B) {
+		loop(b, func(i int) {
+			v, err := x.Attribute(flows[i%len(flows)])
+			if err != nil || v.Allowed || len(v.Ingress.Misses)+len(v.Egress.Misses) == 0 {
+				b.Fatalf("unexpected verdict %v %v", v.Allowed, err)
+			}
+			benchSink = v
+		})
+	})
 	b.Run("verdict-only", func(b *testing.B) {
 		loop(b, func(i int) {
 			if _, err := x.Allowed(flows[i%len(flows)]); err != nil {

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -29,15 +30,14 @@ func (e PolicyError) Error() string {
 func (e PolicyError) Unwrap() error { return e.Err }
 
 type compiledPolicy struct {
-	ns, name       string
-	podSel         *selector
-	ingress        bool // affects Ingress after policyTypes defaulting
-	egress         bool
-	ingressRules   []compiledRule
-	egressRules    []compiledRule
-	anchorKey      string // podSelector index key, "" when unanchored
-	anchorVals     []string
-	ingressDefined bool // spec.ingress present (even empty), for explanations
+	ns, name     string
+	podSel       *selector
+	ingress      bool // affects Ingress after policyTypes defaulting
+	egress       bool
+	ingressRules []compiledRule
+	egressRules  []compiledRule
+	anchorKey    string // podSelector index key, "" when unanchored
+	anchorVals   []string
 }
 
 type compiledRule struct {
@@ -98,7 +98,7 @@ func compilePolicy(p *networkingv1.NetworkPolicy) (*compiledPolicy, *PolicyError
 	if p.Namespace == "" {
 		return fail("metadata.namespace", errors.New("empty namespace"))
 	}
-	cp := &compiledPolicy{ns: p.Namespace, name: p.Name, ingressDefined: p.Spec.Ingress != nil}
+	cp := &compiledPolicy{ns: p.Namespace, name: p.Name}
 	sel, err := compileSelector(&p.Spec.PodSelector, "spec.podSelector")
 	if err != nil {
 		return fail("spec.podSelector", err)
@@ -258,7 +258,7 @@ func compileIPBlock(b *networkingv1.IPBlock, f string) (*ipBlock, string, error)
 // Selectors without one are kept in a per-namespace list that every lookup scans.
 func anchorOf(s *selector) (string, []string) {
 	for _, r := range s.reqs {
-		if r.op == opEquals || r.op == "In" {
+		if r.op == opEquals || r.op == metav1.LabelSelectorOpIn {
 			return r.key, r.values
 		}
 	}

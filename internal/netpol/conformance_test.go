@@ -409,6 +409,9 @@ func checkConsistent(t *testing.T, v Verdict) {
 			if m.Kind != MissNoRules && m.Peer == nil && m.Port == nil {
 				t.Errorf("miss without a reason: %+v", m)
 			}
+			if (m.Peer != nil && m.Peer.Detail() == "") || (m.Port != nil && m.Port.Detail() == "") {
+				t.Errorf("miss without a detail: %+v", m)
+			}
 		}
 	}
 }

@@ -141,7 +141,23 @@ type query struct {
 // Evaluate judges a flow: the source's egress, the destination's ingress and
 // the overall verdict, with the admitting rule or, when denied, the misses of
 // every selecting rule and the resolutions.
-func (x *Index) Evaluate(f Flow) (Verdict, error) {
+func (x *Index) Evaluate(f Flow) (Verdict, error) { return x.evaluate(f, explainResolve) }
+
+// Attribute is Evaluate without resolutions: the attributed verdict
+// (selecting policies, admitting rule, misses) for every flow of a hot path,
+// leaving the costlier resolutions to Evaluate once per diagnosis.
+func (x *Index) Attribute(f Flow) (Verdict, error) { return x.evaluate(f, explainMisses) }
+
+// detail says how much of a verdict to compute.
+type detail uint8
+
+const (
+	verdictOnly detail = iota
+	explainMisses
+	explainResolve
+)
+
+func (x *Index) evaluate(f Flow, level detail) (Verdict, error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	var v Verdict
@@ -160,8 +176,8 @@ func (x *Index) Evaluate(f Flow) (Verdict, error) {
 		return v, err
 	}
 	v = Verdict{Flow: f, Protocol: proto, SrcKind: q.src.kind, DstKind: q.dst.kind, SrcPod: q.src.pod, DstPod: q.dst.pod}
-	v.Egress = x.judge(Egress, &q, true)
-	v.Ingress = x.judge(Ingress, &q, true)
+	v.Egress = x.judge(Egress, &q, level)
+	v.Ingress = x.judge(Ingress, &q, level)
 	v.Allowed = v.Egress.Allowed && v.Ingress.Allowed
 	return v, nil
 }
@@ -190,7 +206,7 @@ func (x *Index) Allowed(f Flow) (bool, error) {
 
 // allowed is the verdict without explanation, for verifying resolutions.
 func (x *Index) allowed(dir Direction, q *query) bool {
-	return x.judge(dir, q, false).Allowed
+	return x.judge(dir, q, verdictOnly).Allowed
 }
 
 func (q *query) selfPeer(dir Direction) (self, peer *resolved) {
@@ -211,7 +227,8 @@ func (cp *compiledPolicy) ref(dir Direction) PolicyRef {
 	return PolicyRef{Namespace: cp.ns, Name: cp.name, Direction: dir}
 }
 
-func (x *Index) judge(dir Direction, q *query, explain bool) DirectionVerdict {
+func (x *Index) judge(dir Direction, q *query, level detail) DirectionVerdict {
+	explain := level >= explainMisses
 	dv := DirectionVerdict{Direction: dir}
 	self, peer := q.selfPeer(dir)
 	if self.kind != EndpointPod {
@@ -248,6 +265,8 @@ func (x *Index) judge(dir Direction, q *query, explain bool) DirectionVerdict {
 	}
 	if explain {
 		dv.Misses = x.misses(dir, pols, peer, q)
+	}
+	if level >= explainResolve {
 		dv.Resolution = x.resolutions(dir, pols, dv.Misses, q)
 	}
 	return dv
@@ -355,7 +374,15 @@ const noRulesDistance = 10
 
 // misses explains, for every selecting policy and rule, the nearest miss.
 func (x *Index) misses(dir Direction, pols []*compiledPolicy, peer *resolved, q *query) []RuleMiss {
-	var out []RuleMiss
+	// One backing array each for misses, peer misses and port misses: their
+	// capacity is known, so the pointers into them stay valid.
+	n := 0
+	for _, cp := range pols {
+		n += max(1, len(cp.rules(dir)))
+	}
+	out := make([]RuleMiss, 0, n)
+	peerMisses := make([]PeerMiss, 0, n)
+	portMisses := make([]PortMiss, 0, n)
 	for _, cp := range pols {
 		rules := cp.rules(dir)
 		if len(rules) == 0 {
@@ -380,7 +407,8 @@ func (x *Index) misses(dir Direction, pols []*compiledPolicy, peer *resolved, q 
 					}
 				}
 				if !matched {
-					m.Peer = &best
+					peerMisses = append(peerMisses, best)
+					m.Peer = &peerMisses[len(peerMisses)-1]
 					m.Distance += bestD
 				}
 			}
@@ -398,7 +426,8 @@ func (x *Index) misses(dir Direction, pols []*compiledPolicy, peer *resolved, q 
 					}
 				}
 				if !matched {
-					m.Port = &best
+					portMisses = append(portMisses, best)
+					m.Port = &portMisses[len(portMisses)-1]
 					m.Distance += bestD
 				}
 			}
@@ -426,101 +455,145 @@ func quoteReqs(rs []requirement) []string {
 // (the number of terms to change; moving to another namespace or another kind
 // of endpoint counts more than a label).
 func (x *Index) peerMiss(cp *compiledPolicy, j int, c *compiledPeer, peer *resolved) (PeerMiss, int) {
-	pm := PeerMiss{Index: j}
+	pm := PeerMiss{Index: j, policyNS: cp.ns, peer: peer.pod, peerIPs: peer.ips, ipb: c.ipb}
 	if c.ipb != nil {
 		switch {
 		case peer.kind == EndpointPod && !x.opts.IPBlockMatchesPods:
 			pm.Kind = MissIPBlockPod
-			pm.Detail = fmt.Sprintf("ipBlock %s matches only addresses outside the pod network, and %s is a pod", c.ipb, podName(peer.pod))
 			return pm, 4
 		case len(peer.ips) == 0:
 			pm.Kind = MissIPBlock
-			pm.Detail = fmt.Sprintf("ipBlock %s, but %s has no IP", c.ipb, podName(peer.pod))
 			return pm, 4
 		}
 		for _, ip := range peer.ips {
 			if c.ipb.cidr.Contains(ip) {
 				for _, e := range c.ipb.except {
 					if e.Contains(ip) {
-						pm.Kind = MissIPBlockExcept
-						pm.Detail = "ipBlock " + c.ipb.cidr.String() + " excepts " + e.String() + " (" + ip.String() + ")"
+						pm.Kind, pm.except, pm.ip = MissIPBlockExcept, e, ip
 						return pm, 2
 					}
 				}
 			}
 		}
 		pm.Kind = MissIPBlock
-		pm.Detail = "ipBlock " + c.ipb.String() + " does not contain " + joinAddrs(peer.ips)
 		return pm, 3
 	}
 	if peer.kind != EndpointPod {
 		pm.Kind = MissNotAPod
-		if peer.kind == EndpointHostNetwork {
-			pm.Detail = fmt.Sprintf("selects pods, but %s is a host-network pod (only ipBlock peers match its node address)", podName(peer.pod))
-		} else {
-			pm.Detail = "selects pods, but " + joinAddrs(peer.ips) + " is not a pod"
-		}
 		return pm, 4
 	}
 	d := 0
-	var parts []string
 	if c.nsSel == nil {
 		if peer.pod.Namespace != cp.ns {
-			pm.NamespaceWant = []string{"namespace " + cp.ns}
-			parts = append(parts, "wants pods of namespace "+cp.ns+" (the policy's own)")
+			pm.otherNS = true
 			d += 3
 		}
-	} else if f := c.nsSel.failing(peer.ns.labels); len(f) > 0 {
-		pm.NamespaceWant = quoteReqs(f)
-		parts = append(parts, "wants namespace labels "+strings.Join(pm.NamespaceWant, ","))
-		d += len(f)
+	} else {
+		pm.nsReqs = c.nsSel.failing(peer.ns.labels)
+		d += len(pm.nsReqs)
 	}
 	if c.podSel != nil {
-		if f := c.podSel.failing(peer.pod.Labels); len(f) > 0 {
-			pm.PodWant = quoteReqs(f)
-			parts = append(parts, "wants "+strings.Join(pm.PodWant, ","))
-			d += len(f)
-		}
+		pm.podReqs = c.podSel.failing(peer.pod.Labels)
+		d += len(pm.podReqs)
 	}
 	pm.Kind = MissPodLabels
-	if len(pm.NamespaceWant) > 0 {
+	if pm.otherNS || len(pm.nsReqs) > 0 {
 		pm.Kind = MissNamespace
 	}
-	pm.Detail = strings.Join(parts, " and ")
 	return pm, d
 }
 
+// NamespaceWant lists the namespace terms the peer fails: failing
+// namespaceSelector terms, or "namespace <ns>" when the peer has no
+// namespaceSelector and so wants the policy's own namespace.
+func (pm *PeerMiss) NamespaceWant() []string {
+	if pm.otherNS {
+		return []string{"namespace " + pm.policyNS}
+	}
+	if len(pm.nsReqs) == 0 {
+		return nil
+	}
+	return quoteReqs(pm.nsReqs)
+}
+
+// PodWant lists the failing podSelector terms.
+func (pm *PeerMiss) PodWant() []string {
+	if len(pm.podReqs) == 0 {
+		return nil
+	}
+	return quoteReqs(pm.podReqs)
+}
+
+// Detail says in words why the peer did not match.
+func (pm *PeerMiss) Detail() string {
+	switch pm.Kind {
+	case MissIPBlockPod:
+		return "ipBlock " + pm.ipb.String() + " matches only addresses outside the pod network, and " + podName(pm.peer) + " is a pod"
+	case MissIPBlockExcept:
+		return "ipBlock " + pm.ipb.cidr.String() + " excepts " + pm.except.String() + " (" + pm.ip.String() + ")"
+	case MissIPBlock:
+		if len(pm.peerIPs) == 0 {
+			return "ipBlock " + pm.ipb.String() + ", but " + podName(pm.peer) + " has no IP"
+		}
+		return "ipBlock " + pm.ipb.String() + " does not contain " + joinAddrs(pm.peerIPs)
+	case MissNotAPod:
+		if pm.peer != nil {
+			return "selects pods, but " + podName(pm.peer) + " is a host-network pod (only ipBlock peers match its node address)"
+		}
+		return "selects pods, but " + joinAddrs(pm.peerIPs) + " is not a pod"
+	}
+	var parts []string
+	if pm.otherNS {
+		parts = append(parts, "wants pods of namespace "+pm.policyNS+" (the policy's own)")
+	} else if len(pm.nsReqs) > 0 {
+		parts = append(parts, "wants namespace labels "+strings.Join(quoteReqs(pm.nsReqs), ","))
+	}
+	if len(pm.podReqs) > 0 {
+		parts = append(parts, "wants "+strings.Join(quoteReqs(pm.podReqs), ","))
+	}
+	return strings.Join(parts, " and ")
+}
+
 func portMiss(j int, c *compiledPort, q *query) (PortMiss, int) {
-	pm := PortMiss{Index: j}
+	pm := PortMiss{Index: j, port: *c, dst: q.dst.pod, dstIPs: q.dst.ips}
 	if c.proto != q.proto {
 		pm.Kind = MissProtocol
-		pm.Detail = "allows " + c.String() + " only"
 		return pm, 3
 	}
 	switch {
 	case c.named != "":
-		if q.dst.pod == nil {
-			pm.Kind = MissNamedPort
-			pm.Detail = fmt.Sprintf("allows named port %q, which cannot be resolved: the destination %s is not a pod", c.named, joinAddrs(q.dst.ips))
-			return pm, 2
-		}
 		n, ok := namedPort(q.dst.pod, c.named, c.proto)
 		if !ok {
 			pm.Kind = MissNamedPort
-			pm.Detail = fmt.Sprintf("allows named port %q, but %s declares no %s container port of that name", c.named, podName(q.dst.pod), c.proto)
 			return pm, 2
 		}
-		pm.Kind = MissNamedPortValue
-		pm.Detail = fmt.Sprintf("allows named port %q, which is %s %d on %s", c.named, c.proto, n, podName(q.dst.pod))
+		pm.Kind, pm.resolve = MissNamedPortValue, n
 		return pm, 1
 	case c.endPort != 0:
 		pm.Kind = MissPortRange
-		pm.Detail = "allows ports " + strconv.Itoa(int(c.port)) + "-" + strconv.Itoa(int(c.endPort))
 		return pm, 1
 	}
 	pm.Kind = MissPort
-	pm.Detail = "allows port " + strconv.Itoa(int(c.port))
 	return pm, 1
+}
+
+// Detail says in words why the ports entry did not match.
+func (pm *PortMiss) Detail() string {
+	c := &pm.port
+	switch pm.Kind {
+	case MissProtocol:
+		return "allows " + c.String() + " only"
+	case MissNamedPort:
+		if pm.dst == nil {
+			return "allows named port " + strconv.Quote(c.named) + ", which cannot be resolved: the destination " + joinAddrs(pm.dstIPs) + " is not a pod"
+		}
+		return "allows named port " + strconv.Quote(c.named) + ", but " + podName(pm.dst) + " declares no " + string(c.proto) + " container port of that name"
+	case MissNamedPortValue:
+		return "allows named port " + strconv.Quote(c.named) + ", which is " + string(c.proto) + " " + strconv.Itoa(int(pm.resolve)) + " on " + podName(pm.dst)
+	case MissPortRange:
+		return "allows ports " + strconv.Itoa(int(c.port)) + "-" + strconv.Itoa(int(c.endPort))
+	}
+	return "allows port " + strconv.Itoa(int(c.port))
 }
 
 func podName(p *Pod) string {

@@ -748,17 +748,20 @@ func missString(m RuleMiss) string {
 	s := m.Rule + " " + string(m.Kind)
 	if m.Peer != nil {
 		s += fmt.Sprintf(" peer%d", m.Peer.Index)
+		if (m.Peer.Kind == MissPodLabels || m.Peer.Kind == MissNamespace) && m.Peer.Detail() == "" {
+			s += " <no detail>"
+		}
 		if m.Peer.Kind == MissPodLabels || m.Peer.Kind == MissNamespace {
-			s += fmt.Sprintf(" %v", m.Peer.PodWant)
-			if len(m.Peer.NamespaceWant) > 0 {
-				s += fmt.Sprintf(" ns%v", m.Peer.NamespaceWant)
+			s += fmt.Sprintf(" %v", m.Peer.PodWant())
+			if nw := m.Peer.NamespaceWant(); len(nw) > 0 {
+				s += fmt.Sprintf(" ns%v", nw)
 			}
 		} else {
-			s += " " + m.Peer.Detail
+			s += " " + m.Peer.Detail()
 		}
 	}
 	if m.Port != nil {
-		s += fmt.Sprintf(" port%d %s", m.Port.Index, m.Port.Detail)
+		s += fmt.Sprintf(" port%d %s", m.Port.Index, m.Port.Detail())
 	}
 	return s
 }

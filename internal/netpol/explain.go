@@ -153,23 +153,23 @@ func (m *RuleMiss) describe() string {
 	if m.Peer != nil {
 		if m.Peer.Kind == MissPodLabels || m.Peer.Kind == MissNamespace {
 			var w []string
-			for _, n := range m.Peer.NamespaceWant {
+			for _, n := range m.Peer.NamespaceWant() {
 				if strings.HasPrefix(n, "namespace ") {
 					w = append(w, "`"+n+"`")
 				} else {
 					w = append(w, "namespace label `"+n+"`")
 				}
 			}
-			if len(m.Peer.PodWant) > 0 {
-				w = append(w, "`"+strings.Join(m.Peer.PodWant, ",")+"`")
+			if pw := m.Peer.PodWant(); len(pw) > 0 {
+				w = append(w, "`"+strings.Join(pw, ",")+"`")
 			}
 			parts = append(parts, "wants "+strings.Join(w, " and "))
 		} else {
-			parts = append(parts, m.Peer.Detail)
+			parts = append(parts, m.Peer.Detail())
 		}
 	}
 	if m.Port != nil {
-		parts = append(parts, m.Port.Detail)
+		parts = append(parts, m.Port.Detail())
 	}
 	return strings.Join(parts, " and ")
 }

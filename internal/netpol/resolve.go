@@ -27,11 +27,19 @@ func (x *Index) resolutions(dir Direction, pols []*compiledPolicy, misses []Rule
 			defaultDeny = true
 			continue
 		}
-		patched := false
-		for _, m := range misses {
+		// Patch the nearest rule that misses on one part only (peer or port).
+		var best *RuleMiss
+		for i := range misses {
+			m := &misses[i]
 			if m.Namespace != cp.ns || m.Name != cp.name || m.Index < 0 || (m.Peer == nil) == (m.Port == nil) {
 				continue
 			}
+			if best == nil || m.Distance < best.Distance {
+				best = m
+			}
+		}
+		patched := best != nil
+		if m := best; m != nil {
 			var w yamlWriter
 			res := Resolution{Kind: ResolutionPatchRule, Policy: m.PolicyRef}
 			if m.Port != nil {
@@ -45,8 +53,6 @@ func (x *Index) resolutions(dir Direction, pols []*compiledPolicy, misses []Rule
 			}
 			res.YAML = w.String()
 			out = append(out, res)
-			patched = true
-			break
 		}
 		if !patched {
 			var w yamlWriter

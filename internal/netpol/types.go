@@ -154,20 +154,33 @@ const (
 	MissNamedPortValue MissKind = "named-port-value"
 )
 
-// PeerMiss is the nearest peer of a rule and why it did not match.
+// PeerMiss is the nearest peer of a rule and why it did not match. It keeps
+// the facts; the text is rendered on demand (Detail, NamespaceWant,
+// PodWant), so that attributing a denied flow stays cheap.
 type PeerMiss struct {
-	Index         int // index in from/to
-	Kind          MissKind
-	NamespaceWant []string // failing namespaceSelector terms (or "namespace <ns>" for the implicit one)
-	PodWant       []string // failing podSelector terms
-	Detail        string
+	Index int // index in from/to
+	Kind  MissKind
+
+	policyNS string        // for the implicit own-namespace requirement
+	nsReqs   []requirement // failing namespaceSelector terms
+	podReqs  []requirement // failing podSelector terms
+	otherNS  bool          // no namespaceSelector and the peer is elsewhere
+	ipb      *ipBlock
+	except   netip.Prefix // the except entry that holds the address
+	ip       netip.Addr
+	peer     *Pod
+	peerIPs  []netip.Addr
 }
 
 // PortMiss is the nearest ports entry of a rule and why it did not match.
 type PortMiss struct {
-	Index  int
-	Kind   MissKind
-	Detail string
+	Index int
+	Kind  MissKind
+
+	port    compiledPort
+	dst     *Pod
+	dstIPs  []netip.Addr
+	resolve int32 // the named port's number on the destination, for MissNamedPortValue
 }
 
 // RuleMiss explains why one rule (or a rule-less policy) did not admit the flow.
