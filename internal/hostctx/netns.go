@@ -29,10 +29,9 @@ type NetnsNames struct {
 	MinRescan time.Duration
 	now       func() time.Time
 
-	mu       sync.Mutex
-	names    map[uint32]string
-	scanned  time.Time
-	hostNSID uint32
+	mu      sync.Mutex
+	names   map[uint32]string
+	scanned time.Time
 }
 
 // NewNetnsNames returns a namer over the live /proc and /run/netns.
@@ -94,9 +93,13 @@ func (n *NetnsNames) scan(now time.Time) {
 			}
 		}
 	}
-	if ino, ok := nsInode(filepath.Join(n.ProcDir, "1", "ns", "net")); ok {
-		names[ino] = "host"
-		n.hostNSID = ino
+	// The initial namespace is init's; where /proc/1 is hidden from us (a
+	// sandbox), kthreadd's, since kernel threads never leave it.
+	for _, pid := range []string{"1", "2"} {
+		if ino, ok := nsInode(filepath.Join(n.ProcDir, pid, "ns", "net")); ok {
+			names[ino] = "host"
+			break
+		}
 	}
 	n.names = names
 	n.scanned = now

@@ -21,7 +21,9 @@ func TestNetnsNamesHostAndSelf(t *testing.T) {
 	}
 	self := uint32(st.Ino)
 	if err := syscall.Stat("/proc/1/ns/net", &st); err != nil {
-		t.Skipf("skipping: /proc/1/ns/net unreadable (needs root or a shared pid namespace): %v", err)
+		if err := syscall.Stat("/proc/2/ns/net", &st); err != nil {
+			t.Skipf("skipping: neither /proc/1/ns/net nor /proc/2/ns/net is readable (needs root and a shared pid namespace): %v", err)
+		}
 	}
 	got := n.Name(self, 0)
 	if uint32(st.Ino) == self && got != "host" {
@@ -105,6 +107,13 @@ func TestNetnsNamesScanRules(t *testing.T) {
 	}
 	if got := n.Name(labNS, 0); got != "blue" {
 		t.Errorf("ip-netns namespace = %q, want blue", got)
+	}
+
+	// /proc/1 is hidden here, so kthreadd's namespace is the host's.
+	kthreadd := mk(filepath.Join(proc, "2", "ns", "net"))
+	clock = clock.Add(2 * time.Second)
+	if got := n.Name(kthreadd, 0); got != "host" {
+		t.Errorf("kthreadd's namespace = %q, want host", got)
 	}
 
 	late := mk(filepath.Join(proc, "60", "ns", "net"))
