@@ -41,6 +41,7 @@ type compiledPolicy struct {
 }
 
 type compiledRule struct {
+	name  string         // "spec.ingress[i]", built once
 	peers []compiledPeer // empty: every peer
 	ports []compiledPort // empty: every port
 }
@@ -128,6 +129,7 @@ func compilePolicy(p *networkingv1.NetworkPolicy) (*compiledPolicy, *PolicyError
 		if err != nil {
 			return fail(field, err)
 		}
+		cr.name = f
 		cp.ingressRules = append(cp.ingressRules, cr)
 	}
 	for i, r := range p.Spec.Egress {
@@ -136,6 +138,7 @@ func compilePolicy(p *networkingv1.NetworkPolicy) (*compiledPolicy, *PolicyError
 		if err != nil {
 			return fail(field, err)
 		}
+		cr.name = f
 		cp.egressRules = append(cp.egressRules, cr)
 	}
 	return cp, nil

@@ -256,7 +256,7 @@ func (x *Index) judge(dir Direction, q *query, level detail) DirectionVerdict {
 				dv.Allowed = true
 				if explain {
 					ref := cp.ref(dir)
-					ref.Rule = ruleName(dir, i)
+					ref.Rule = r.name
 					dv.AllowedBy = &RuleRef{PolicyRef: ref, Index: i, Peer: peerIdx, Port: portIdx}
 				}
 				return dv
@@ -392,7 +392,7 @@ func (x *Index) misses(dir Direction, pols []*compiledPolicy, peer *resolved, q 
 		for i := range rules {
 			r := &rules[i]
 			m := RuleMiss{PolicyRef: cp.ref(dir), Index: i}
-			m.Rule = ruleName(dir, i)
+			m.Rule = r.name
 			if len(r.peers) > 0 {
 				matched := false
 				best, bestD := PeerMiss{}, -1

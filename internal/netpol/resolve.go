@@ -94,7 +94,7 @@ func (x *Index) labelResolutions(dir Direction, pols []*compiledPolicy, q *query
 	var cands []cand
 	seen := map[string]bool{}
 	for _, cp := range pols {
-		for i, r := range cp.rules(dir) {
+		for _, r := range cp.rules(dir) {
 			if len(r.ports) > 0 {
 				ok := false
 				for j := range r.ports {
@@ -143,7 +143,7 @@ func (x *Index) labelResolutions(dir Direction, pols []*compiledPolicy, q *query
 					continue
 				}
 				ref := cp.ref(dir)
-				ref.Rule = ruleName(dir, i)
+				ref.Rule = r.name
 				res := Resolution{Kind: ResolutionLabel, Policy: ref}
 				var what []string
 				if podFix.size() > 0 {
