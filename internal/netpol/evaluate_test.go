@@ -197,7 +197,7 @@ spec:
 `},
 			flow:      tcp(podEP("prod", "frontend-1"), podEP("prod", "backend-7c9"), 8080),
 			egress:    true,
-			explain:   "blocked by NetworkPolicy `prod/backend-isolation`: it selects `backend-7c9` for Ingress and none of its 2 ingress rules admits pods labelled `tier=frontend` in namespace `prod` on TCP 8080 (rule `spec.ingress[0]` wants `role=api`; rule `spec.ingress[1]` allows port 9090) — fix: label the client so that rule spec.ingress[0] of NetworkPolicy prod/backend-isolation admits it — pod prod/frontend-1: kubectl label pod -n prod frontend-1 role=api (1 other resolutions listed)",
+			explain:   "blocked by NetworkPolicy `prod/backend-isolation`: it selects `backend-7c9` for Ingress and none of its 2 ingress rules admits pods labelled `tier=frontend` in namespace `prod` on TCP 8080 (rule `spec.ingress[0]` wants `role=api`; rule `spec.ingress[1]` allows port 9090) — fix: add label `role=api` to the client pod prod/frontend-1 (kubectl label pod -n prod frontend-1 role=api), which rule spec.ingress[0] of NetworkPolicy prod/backend-isolation admits; or add pods labelled tier=frontend in namespace prod to the from peers of rule spec.ingress[0] of NetworkPolicy prod/backend-isolation",
 			selecting: []string{"prod/backend-isolation"},
 			misses:    []string{"spec.ingress[0] pod-labels peer0 [role=api]", "spec.ingress[1] port port0 allows port 9090"},
 			resKinds:  []ResolutionKind{ResolutionLabel, ResolutionPatchRule},
@@ -289,7 +289,7 @@ spec:
 `},
 			flow:     tcp(podEP("dev", "tester"), podEP("prod", "backend-7c9"), 8080),
 			egress:   true,
-			explain:  "blocked by NetworkPolicy `prod/backend`: it selects `backend-7c9` for Ingress and none of its 1 ingress rule admits pods labelled `tier=frontend` in namespace `dev` on TCP 8080 (rule `spec.ingress[0]` wants namespace label `team=web`) — fix: label the client so that rule spec.ingress[0] of NetworkPolicy prod/backend admits it — namespace dev: kubectl label namespace dev team=web (1 other resolutions listed)",
+			explain:  "blocked by NetworkPolicy `prod/backend`: it selects `backend-7c9` for Ingress and none of its 1 ingress rule admits pods labelled `tier=frontend` in namespace `dev` on TCP 8080 (rule `spec.ingress[0]` wants namespace label `team=web`) — fix: add label `team=web` to namespace dev (kubectl label namespace dev team=web), which rule spec.ingress[0] of NetworkPolicy prod/backend admits; or add pods labelled tier=frontend in namespace dev to the from peers of rule spec.ingress[0] of NetworkPolicy prod/backend",
 			misses:   []string{"spec.ingress[0] namespace-labels peer0 [] ns[team=web]"},
 			resKinds: []ResolutionKind{ResolutionLabel, ResolutionPatchRule},
 			res0:     "ns team=web",
@@ -645,7 +645,7 @@ spec:
 `},
 			flow:      tcp(podEP("prod", "frontend-1"), podEP("prod", "backend-7c9"), 8080),
 			egress:    true,
-			explain:   "blocked by NetworkPolicies `prod/a`, `prod/b`: `prod/a` selects `backend-7c9` for Ingress and none of its 1 ingress rule admits pods labelled `tier=frontend` in namespace `prod` on TCP 8080 (rule `spec.ingress[0]` allows port 80); `prod/b` selects `backend-7c9` for Ingress and none of its 1 ingress rule admits pods labelled `tier=frontend` in namespace `prod` on TCP 8080 (rule `spec.ingress[0]` wants `tier=backend`) — fix: label the client so that rule spec.ingress[0] of NetworkPolicy prod/b admits it — pod prod/frontend-1: kubectl label pod -n prod frontend-1 tier=backend (2 other resolutions listed)",
+			explain:   "blocked by NetworkPolicies `prod/a`, `prod/b`: `prod/a` selects `backend-7c9` for Ingress and none of its 1 ingress rule admits pods labelled `tier=frontend` in namespace `prod` on TCP 8080 (rule `spec.ingress[0]` allows port 80); `prod/b` selects `backend-7c9` for Ingress and none of its 1 ingress rule admits pods labelled `tier=frontend` in namespace `prod` on TCP 8080 (rule `spec.ingress[0]` wants `tier=backend`) — fix: set label `tier=backend` (now frontend) on the client pod prod/frontend-1 (kubectl label pod -n prod frontend-1 tier=backend --overwrite), which rule spec.ingress[0] of NetworkPolicy prod/b admits; or add TCP 8080 to the ports of rule spec.ingress[0] of NetworkPolicy prod/a (1 more resolution)",
 			selecting: []string{"prod/a", "prod/b"},
 			misses:    []string{"spec.ingress[0] port port0 allows port 80", "spec.ingress[0] pod-labels peer0 [tier=backend]"},
 			resKinds:  []ResolutionKind{ResolutionLabel, ResolutionPatchRule, ResolutionPatchRule},
@@ -740,6 +740,19 @@ spec:
 				}
 			}
 			w.checkResolutions(tc.flow, v)
+
+			// Attribute gives the same attribution without resolutions.
+			a, err := w.x.Attribute(tc.flow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, pair := range [][2]DirectionVerdict{{v.Egress, a.Egress}, {v.Ingress, a.Ingress}} {
+				full, attr := pair[0], pair[1]
+				if attr.Allowed != full.Allowed || fmt.Sprint(attr.Selecting) != fmt.Sprint(full.Selecting) ||
+					fmt.Sprint(attr.AllowedBy) != fmt.Sprint(full.AllowedBy) || len(attr.Misses) != len(full.Misses) || len(attr.Resolution) != 0 {
+					t.Errorf("side %d: Attribute differs from Evaluate: %+v vs %+v", i, attr, full)
+				}
+			}
 		})
 	}
 }

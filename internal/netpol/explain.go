@@ -117,11 +117,13 @@ func (d *DirectionVerdict) explainDenied(v *Verdict) string {
 			prefix, self.Name, d.Direction, len(ms), d.Direction.field(), rulesWord, peerDesc, flow, strings.Join(rs, "; ")))
 	}
 	s := fmt.Sprintf("blocked by %s %s: %s", noun, strings.Join(names, ", "), strings.Join(clauses, "; "))
-	if len(d.Resolution) > 0 {
+	switch n := len(d.Resolution); {
+	case n == 1:
 		s += " — fix: " + d.Resolution[0].Summary
-		if len(d.Resolution) > 1 {
-			s += fmt.Sprintf(" (%d other resolutions listed)", len(d.Resolution)-1)
-		}
+	case n == 2:
+		s += " — fix: " + d.Resolution[0].Summary + "; or " + d.Resolution[1].Summary
+	case n > 2:
+		s += fmt.Sprintf(" — fix: %s; or %s (%d more resolution%s)", d.Resolution[0].Summary, d.Resolution[1].Summary, n-2, plural(n-2))
 	}
 	return s
 }

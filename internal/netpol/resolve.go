@@ -1,7 +1,6 @@
 package netpol
 
 import (
-	"fmt"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -145,20 +144,20 @@ func (x *Index) labelResolutions(dir Direction, pols []*compiledPolicy, q *query
 				ref := cp.ref(dir)
 				ref.Rule = r.name
 				res := Resolution{Kind: ResolutionLabel, Policy: ref}
-				var what []string
-				if podFix.size() > 0 {
-					res.PodTarget, res.Pod = podName(peer.pod), podFix
-					what = append(what, fmt.Sprintf("pod %s: kubectl label pod -n %s %s %s", res.PodTarget, peer.pod.Namespace, peer.pod.Name, podFix.String()))
-				}
-				if nsFix.size() > 0 {
-					res.NamespaceTarget, res.Namespace = peer.ns.name, nsFix
-					what = append(what, fmt.Sprintf("namespace %s: kubectl label namespace %s %s", peer.ns.name, peer.ns.name, nsFix.String()))
-				}
 				role := "client"
 				if dir == Egress {
 					role = "server"
 				}
-				res.Summary = fmt.Sprintf("label the %s so that rule %s of NetworkPolicy %s admits it — %s", role, ref.Rule, cp.ref(dir), strings.Join(what, "; "))
+				var what []string
+				if podFix.size() > 0 {
+					res.PodTarget, res.Pod = podName(peer.pod), podFix
+					what = append(what, podFix.describe(peer.pod.Labels)+" the "+role+" pod "+res.PodTarget+" (kubectl label pod -n "+peer.pod.Namespace+" "+peer.pod.Name+" "+podFix.String()+overwrite(podFix, peer.pod.Labels)+")")
+				}
+				if nsFix.size() > 0 {
+					res.NamespaceTarget, res.Namespace = peer.ns.name, nsFix
+					what = append(what, nsFix.describe(peer.ns.labels)+" namespace "+peer.ns.name+" (kubectl label namespace "+peer.ns.name+" "+nsFix.String()+overwrite(nsFix, peer.ns.labels)+")")
+				}
+				res.Summary = strings.Join(what, " and ") + ", which rule " + ref.Rule + " of NetworkPolicy " + cp.ref(dir).String() + " admits"
 				cands = append(cands, cand{res, podFix.size() + 2*nsFix.size()})
 			}
 		}
@@ -169,6 +168,16 @@ func (x *Index) labelResolutions(dir Direction, pols []*compiledPolicy, q *query
 		out[i] = c.res
 	}
 	return out
+}
+
+// overwrite is the kubectl flag needed when the change replaces a value.
+func overwrite(c LabelChange, current map[string]string) string {
+	for k := range c.Set {
+		if _, ok := current[k]; ok {
+			return " --overwrite"
+		}
+	}
+	return ""
 }
 
 func containsStr(l []string, s string) bool {

@@ -168,6 +168,37 @@ func (c LabelChange) String() string {
 	return strings.Join(parts, " ")
 }
 
+// describe renders the change for a sentence about an object that has the
+// given labels: "add label `a=b` to", "set label `a=b` (now c) on",
+// "remove label `c` from", joined with "and".
+func (c LabelChange) describe(current map[string]string) string {
+	var parts, add, set []string
+	for _, k := range sortedKeys(c.Set) {
+		if old, ok := current[k]; ok {
+			set = append(set, "`"+k+"="+c.Set[k]+"` (now "+old+")")
+		} else {
+			add = append(add, k+"="+c.Set[k])
+		}
+	}
+	if len(add) > 0 {
+		parts = append(parts, "add label"+plural(len(add))+" `"+strings.Join(add, ",")+"` to")
+	}
+	if len(set) > 0 {
+		parts = append(parts, "set label"+plural(len(set))+" "+strings.Join(set, ", ")+" on")
+	}
+	if len(c.Remove) > 0 {
+		parts = append(parts, "remove label"+plural(len(c.Remove))+" `"+strings.Join(c.Remove, ",")+"` from")
+	}
+	return strings.Join(parts, " and ")
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
 // labelFix computes the smallest label edit that makes labels satisfy s, or
 // ok=false when the requirements contradict each other (e.g. k=a and k notin (a)).
 func (s *selector) labelFix(labels map[string]string) (LabelChange, bool) {
