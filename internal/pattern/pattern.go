@@ -6,6 +6,7 @@ package pattern
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"time"
 
@@ -453,6 +454,8 @@ func evidenceFrom(ev *Evidence, sigs ...*signal.Signal) []diagnosis.Evidence {
 	return out
 }
 
+// clamp bounds a confidence and rounds it to hundredths: sums of weights
+// must not show floating-point noise (0.9500000000000001) downstream.
 func clamp(c float64) float64 {
 	switch {
 	case c < 0.05:
@@ -460,5 +463,5 @@ func clamp(c float64) float64 {
 	case c > 0.98:
 		return 0.98
 	}
-	return c
+	return math.Round(c*100) / 100
 }

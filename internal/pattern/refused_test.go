@@ -91,6 +91,9 @@ func TestConnectionRefusedFixtures(t *testing.T) {
 						t.Errorf("no evidence from %s: %+v", src, d.Evidence)
 					}
 				}
+				if d.Confidence != float64(int(d.Confidence*100+0.5))/100 {
+					t.Errorf("confidence %v not rounded to hundredths", d.Confidence)
+				}
 				if d.Confidence < tc.minConf || d.Confidence > tc.maxConf {
 					t.Errorf("confidence %.2f outside [%.2f, %.2f]", d.Confidence, tc.minConf, tc.maxConf)
 				}
