@@ -11,7 +11,8 @@
 //
 //	field          JSON type          Signal field   notes
 //	time           string (required)  Time           RFC 3339 with nanoseconds (time.RFC3339Nano)
-//	kind           string (required)  Kind           state_change | retransmit | reset_received | reset_sent | drop
+//	kind           string (required)  Kind           state_change | retransmit | reset_received | reset_sent | drop |
+//	                                                 neigh_failed | connect_error | icmp_error | icmp_sent
 //	proto          string or number   Flow.Proto     tcp | udp | icmp | icmpv6 | sctp, or the IANA number
 //	src, dst       string             Flow.Src/Dst   IP literal ("10.0.0.1", "fd00::1"); both of one family
 //	src_port       number             Flow.SrcPort   0..65535
@@ -34,6 +35,17 @@
 //	sock_cookie    number             SockCookie     uint64
 //	pid            number             PID            uint32
 //	comm           string             Comm
+//	neigh_addr     string             NeighAddr      IP literal of the neighbour that failed to resolve
+//	neigh_state    string             NeighState     NUD name it failed from: INCOMPLETE, PROBE, ...
+//	neigh_resolved bool               NeighResolved  the entry had a link-layer address
+//	neigh_probes   number             NeighProbes    uint32
+//	neigh_tried_ns number             NeighTried     nanoseconds, 0..2^63-1
+//	icmp_type      number             ICMPType       0..255 (ICMPv4 or ICMPv6 numbering after the flow's family)
+//	icmp_code      number             ICMPCode       0..255
+//	icmp_from      string             ICMPFrom       IP literal of the ICMP error's sender
+//	mtu            number             MTU            next-hop MTU (frag needed / packet too big)
+//	backlog        number             Backlog        listener's accept queue length at a drop
+//	max_backlog    number             MaxBacklog     listener's accept queue limit
 //
 // Only time and kind are required; an absent field (or null) is the zero
 // value. Unknown fields are errors, so a typo never silently drops a value.

@@ -129,6 +129,8 @@ var fieldOrder = []string{
 	"time", "kind", "proto", "src", "src_port", "dst", "dst_port", "netns_cookie", "netns_inode",
 	"ifindex", "dev", "state", "old_state", "sk_err", "err", "tcp_flags", "drop_reason",
 	"drop_location", "reset_reason", "retransmits", "sock_cookie", "pid", "comm",
+	"neigh_addr", "neigh_state", "neigh_resolved", "neigh_probes", "neigh_tried_ns",
+	"icmp_type", "icmp_code", "icmp_from", "mtu", "backlog", "max_backlog",
 }
 
 var knownField = func() map[string]bool {
@@ -217,6 +219,47 @@ func decodeField(s *signal.Signal, name string, raw json.RawMessage) error {
 		s.PID = uint32(v)
 	case "comm":
 		s.Comm, err = jsonString(raw)
+	case "neigh_addr":
+		s.NeighAddr, err = decodeAddr(raw)
+	case "neigh_state":
+		var str string
+		if str, err = jsonString(raw); err == nil {
+			s.NeighState, err = signal.ParseNUDState(str)
+		}
+	case "neigh_resolved":
+		if err = json.Unmarshal(raw, &s.NeighResolved); err != nil {
+			err = fmt.Errorf("want true or false, got %s", clip(raw))
+		}
+	case "neigh_probes":
+		var v uint64
+		v, err = jsonUint(raw, 32)
+		s.NeighProbes = uint32(v)
+	case "neigh_tried_ns":
+		var v uint64
+		v, err = jsonUint(raw, 63)
+		s.NeighTried = time.Duration(v)
+	case "icmp_type":
+		var v uint64
+		v, err = jsonUint(raw, 8)
+		s.ICMPType = uint8(v)
+	case "icmp_code":
+		var v uint64
+		v, err = jsonUint(raw, 8)
+		s.ICMPCode = uint8(v)
+	case "icmp_from":
+		s.ICMPFrom, err = decodeAddr(raw)
+	case "mtu":
+		var v uint64
+		v, err = jsonUint(raw, 32)
+		s.MTU = uint32(v)
+	case "backlog":
+		var v uint64
+		v, err = jsonUint(raw, 32)
+		s.Backlog = uint32(v)
+	case "max_backlog":
+		var v uint64
+		v, err = jsonUint(raw, 32)
+		s.MaxBacklog = uint32(v)
 	}
 	return err
 }
@@ -360,29 +403,40 @@ func clip(raw json.RawMessage) string {
 
 // wire is the encoded form; field order is the documented order.
 type wire struct {
-	Time         string `json:"time"`
-	Kind         string `json:"kind"`
-	Proto        any    `json:"proto,omitempty"`
-	Src          string `json:"src,omitempty"`
-	SrcPort      uint16 `json:"src_port,omitempty"`
-	Dst          string `json:"dst,omitempty"`
-	DstPort      uint16 `json:"dst_port,omitempty"`
-	NetnsCookie  uint64 `json:"netns_cookie,omitempty"`
-	NetnsInode   uint32 `json:"netns_inode,omitempty"`
-	Ifindex      uint32 `json:"ifindex,omitempty"`
-	Dev          string `json:"dev,omitempty"`
-	State        string `json:"state,omitempty"`
-	OldState     string `json:"old_state,omitempty"`
-	SkErr        int32  `json:"sk_err,omitempty"`
-	Err          int32  `json:"err,omitempty"`
-	TCPFlags     string `json:"tcp_flags,omitempty"`
-	DropReason   string `json:"drop_reason,omitempty"`
-	DropLocation string `json:"drop_location,omitempty"`
-	ResetReason  string `json:"reset_reason,omitempty"`
-	Retransmits  uint32 `json:"retransmits,omitempty"`
-	SockCookie   uint64 `json:"sock_cookie,omitempty"`
-	PID          uint32 `json:"pid,omitempty"`
-	Comm         string `json:"comm,omitempty"`
+	Time          string `json:"time"`
+	Kind          string `json:"kind"`
+	Proto         any    `json:"proto,omitempty"`
+	Src           string `json:"src,omitempty"`
+	SrcPort       uint16 `json:"src_port,omitempty"`
+	Dst           string `json:"dst,omitempty"`
+	DstPort       uint16 `json:"dst_port,omitempty"`
+	NetnsCookie   uint64 `json:"netns_cookie,omitempty"`
+	NetnsInode    uint32 `json:"netns_inode,omitempty"`
+	Ifindex       uint32 `json:"ifindex,omitempty"`
+	Dev           string `json:"dev,omitempty"`
+	State         string `json:"state,omitempty"`
+	OldState      string `json:"old_state,omitempty"`
+	SkErr         int32  `json:"sk_err,omitempty"`
+	Err           int32  `json:"err,omitempty"`
+	TCPFlags      string `json:"tcp_flags,omitempty"`
+	DropReason    string `json:"drop_reason,omitempty"`
+	DropLocation  string `json:"drop_location,omitempty"`
+	ResetReason   string `json:"reset_reason,omitempty"`
+	Retransmits   uint32 `json:"retransmits,omitempty"`
+	SockCookie    uint64 `json:"sock_cookie,omitempty"`
+	PID           uint32 `json:"pid,omitempty"`
+	Comm          string `json:"comm,omitempty"`
+	NeighAddr     string `json:"neigh_addr,omitempty"`
+	NeighState    string `json:"neigh_state,omitempty"`
+	NeighResolved bool   `json:"neigh_resolved,omitempty"`
+	NeighProbes   uint32 `json:"neigh_probes,omitempty"`
+	NeighTriedNs  int64  `json:"neigh_tried_ns,omitempty"`
+	ICMPType      uint8  `json:"icmp_type,omitempty"`
+	ICMPCode      uint8  `json:"icmp_code,omitempty"`
+	ICMPFrom      string `json:"icmp_from,omitempty"`
+	MTU           uint32 `json:"mtu,omitempty"`
+	Backlog       uint32 `json:"backlog,omitempty"`
+	MaxBacklog    uint32 `json:"max_backlog,omitempty"`
 }
 
 // Marshal encodes s as one JSON object without a trailing newline. It fails
@@ -395,24 +449,47 @@ func Marshal(s signal.Signal) ([]byte, error) {
 		return nil, &Error{Field: "kind", Err: err}
 	}
 	w := wire{
-		Time:         s.Time.Format(time.RFC3339Nano),
-		Kind:         s.Kind.String(),
-		SrcPort:      s.Flow.SrcPort,
-		DstPort:      s.Flow.DstPort,
-		NetnsCookie:  s.NetnsCookie,
-		NetnsInode:   s.NetnsInode,
-		Ifindex:      s.Ifindex,
-		Dev:          s.Dev,
-		SkErr:        s.SkErr,
-		Err:          s.Err,
-		TCPFlags:     FlagsString(s.TCPFlags),
-		DropReason:   s.DropReason,
-		DropLocation: s.DropLocation,
-		ResetReason:  s.ResetReason,
-		Retransmits:  s.Retransmits,
-		SockCookie:   s.SockCookie,
-		PID:          s.PID,
-		Comm:         s.Comm,
+		Time:          s.Time.Format(time.RFC3339Nano),
+		Kind:          s.Kind.String(),
+		SrcPort:       s.Flow.SrcPort,
+		DstPort:       s.Flow.DstPort,
+		NetnsCookie:   s.NetnsCookie,
+		NetnsInode:    s.NetnsInode,
+		Ifindex:       s.Ifindex,
+		Dev:           s.Dev,
+		SkErr:         s.SkErr,
+		Err:           s.Err,
+		TCPFlags:      FlagsString(s.TCPFlags),
+		DropReason:    s.DropReason,
+		DropLocation:  s.DropLocation,
+		ResetReason:   s.ResetReason,
+		Retransmits:   s.Retransmits,
+		SockCookie:    s.SockCookie,
+		PID:           s.PID,
+		Comm:          s.Comm,
+		NeighResolved: s.NeighResolved,
+		NeighProbes:   s.NeighProbes,
+		ICMPType:      s.ICMPType,
+		ICMPCode:      s.ICMPCode,
+		MTU:           s.MTU,
+		Backlog:       s.Backlog,
+		MaxBacklog:    s.MaxBacklog,
+	}
+	if s.NeighTried < 0 {
+		return nil, &Error{Field: "neigh_tried_ns", Err: errors.New("negative duration")}
+	}
+	w.NeighTriedNs = int64(s.NeighTried)
+	if s.NeighState != 0 {
+		if _, err := signal.ParseNUDState(s.NeighState.String()); err != nil {
+			return nil, &Error{Field: "neigh_state", Err: err}
+		}
+		w.NeighState = s.NeighState.String()
+	}
+	if s.NeighAddr.IsValid() {
+		w.NeighAddr = s.NeighAddr.String()
+	}
+	if s.ICMPFrom.IsValid() {
+		w.ICMPFrom = s.ICMPFrom.String()
 	}
 	if s.Flow.Proto != 0 {
 		if n, ok := protoString(s.Flow.Proto); ok {

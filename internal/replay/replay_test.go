@@ -26,6 +26,13 @@ func sampleSignals() []signal.Signal {
 		{Kind: signal.KindRetransmit, Time: t0.In(time.FixedZone("x", 3600)), Flow: signal.Flow{Proto: 200,
 			Src: netip.MustParseAddr("fd00::1"), Dst: netip.MustParseAddr("fd00::2")}, State: signal.StateSynSent, Err: -16, Retransmits: 3},
 		{Kind: signal.KindResetReceived, Time: t0}, // only the required fields
+		{Kind: signal.KindNeighFailed, Time: t0, NetnsCookie: 7, Ifindex: 3, Dev: "eth0", NeighAddr: netip.MustParseAddr("fd00::9"),
+			NeighState: signal.NUDProbe, NeighResolved: true, NeighProbes: 3, NeighTried: 3*time.Second + time.Millisecond},
+		{Kind: signal.KindConnectError, Time: t0, Flow: signal.Flow{Proto: signal.ProtoTCP, Src: netip.MustParseAddr("10.0.0.1"),
+			Dst: netip.MustParseAddr("198.51.100.7"), DstPort: 443}, Err: -113, PID: 77, Comm: "curl"},
+		{Kind: signal.KindICMPError, Time: t0, Flow: flow, ICMPType: 3, ICMPCode: 4, MTU: 1280, ICMPFrom: netip.MustParseAddr("10.0.0.254")},
+		{Kind: signal.KindICMPSent, Time: t0, Flow: flow, ICMPType: 3, ICMPCode: 10},
+		{Kind: signal.KindDrop, Time: t0, Flow: flow, DropReason: "TCP_LISTEN_OVERFLOW", Backlog: 2, MaxBacklog: 1, State: signal.StateListen},
 	}
 }
 
@@ -104,6 +111,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"flags range", `{"time":"2026-11-26T00:00:00Z","kind":"drop","tcp_flags":256}`, 1, "tcp_flags", "0..255"},
 		{"bad proto", `{"time":"2026-11-26T00:00:00Z","kind":"drop","proto":"quic"}`, 1, "proto", "unknown protocol"},
 		{"unknown field", `{"time":"2026-11-26T00:00:00Z","kind":"drop","srcport":1}`, 1, "srcport", "unknown field"},
+		{"bad neigh state", `{"time":"2026-11-26T00:00:00Z","kind":"neigh_failed","neigh_state":"GONE"}`, 1, "neigh_state", "unknown neighbour state"},
+		{"neigh resolved not bool", `{"time":"2026-11-26T00:00:00Z","kind":"neigh_failed","neigh_resolved":"yes"}`, 1, "neigh_resolved", "true or false"},
+		{"negative tried", `{"time":"2026-11-26T00:00:00Z","kind":"neigh_failed","neigh_tried_ns":-5}`, 1, "neigh_tried_ns", "want an integer"},
+		{"icmp code range", `{"time":"2026-11-26T00:00:00Z","kind":"icmp_error","icmp_code":300}`, 1, "icmp_code", "0..255"},
+		{"bad icmp from", `{"time":"2026-11-26T00:00:00Z","kind":"icmp_error","icmp_from":"router"}`, 1, "icmp_from", "not an IP address"},
 		{"too long", strings.Repeat(" ", MaxLineBytes+1), 1, "", "longer than"},
 	}
 	for _, tc := range tests {
@@ -152,6 +164,8 @@ func TestMarshalRejectsUnencodable(t *testing.T) {
 		{"unknown kind", signal.Signal{Time: t0}, "kind"},
 		{"bad state", signal.Signal{Time: t0, Kind: signal.KindDrop, State: 77}, "state"},
 		{"bad old state", signal.Signal{Time: t0, Kind: signal.KindDrop, OldState: 77}, "old_state"},
+		{"bad neigh state", signal.Signal{Time: t0, Kind: signal.KindNeighFailed, NeighState: 0x03}, "neigh_state"},
+		{"negative tried", signal.Signal{Time: t0, Kind: signal.KindNeighFailed, NeighTried: -1}, "neigh_tried_ns"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

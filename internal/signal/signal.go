@@ -25,6 +25,19 @@ const (
 	KindResetSent
 	// KindDrop: skb:kfree_skb with a drop reason other than NOT_DROPPED_YET/CONSUMED.
 	KindDrop
+	// KindNeighFailed: a neighbour entry (ARP or IPv6 NDP) moved to FAILED:
+	// address resolution gave up (neigh:neigh_timer_handler).
+	KindNeighFailed
+	// KindConnectError: connect() returned an error to the application
+	// (syscalls:sys_exit_connect), including errors that change no socket
+	// state (no route, blackhole/unreachable/prohibit route).
+	KindConnectError
+	// KindICMPError: an ICMP or ICMPv6 error arrived on a watched interface
+	// (TC ingress). Flow is the original flow the error is about.
+	KindICMPError
+	// KindICMPSent: this host generated an ICMP or ICMPv6 error
+	// (icmp:icmp_send). Flow is the packet that caused it.
+	KindICMPSent
 )
 
 var kindNames = map[Kind]string{
@@ -34,6 +47,10 @@ var kindNames = map[Kind]string{
 	KindResetReceived: "reset_received",
 	KindResetSent:     "reset_sent",
 	KindDrop:          "drop",
+	KindNeighFailed:   "neigh_failed",
+	KindConnectError:  "connect_error",
+	KindICMPError:     "icmp_error",
+	KindICMPSent:      "icmp_sent",
 }
 
 func (k Kind) String() string {
@@ -93,6 +110,52 @@ func ParseTCPState(s string) (TCPState, error) {
 	}
 	return 0, fmt.Errorf("unknown TCP state %q", s)
 }
+
+// NUDState is a neighbour entry's state (include/uapi/linux/neighbour.h,
+// NUD_*; bit values, part of the kernel ABI).
+type NUDState uint8
+
+const (
+	NUDIncomplete NUDState = 0x01
+	NUDReachable  NUDState = 0x02
+	NUDStale      NUDState = 0x04
+	NUDDelay      NUDState = 0x08
+	NUDProbe      NUDState = 0x10
+	NUDFailed     NUDState = 0x20
+	NUDNoARP      NUDState = 0x40
+	NUDPermanent  NUDState = 0x80
+)
+
+var nudNames = [...]string{"INCOMPLETE", "REACHABLE", "STALE", "DELAY", "PROBE", "FAILED", "NOARP", "PERMANENT"}
+
+func (n NUDState) String() string {
+	for i, name := range nudNames {
+		if n == 1<<i {
+			return name
+		}
+	}
+	return fmt.Sprintf("NUD(%#x)", uint8(n))
+}
+
+// ParseNUDState is the inverse of NUDState.String for single states.
+func ParseNUDState(s string) (NUDState, error) {
+	for i, name := range nudNames {
+		if name == s {
+			return NUDState(1 << i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown neighbour state %q", s)
+}
+
+// ICMP types of the errors the probes report (RFC 792, RFC 4443).
+const (
+	ICMPDestUnreachable uint8 = 3  // codes: 0 net, 1 host, 3 port, 4 frag needed, 9/10/13 prohibited
+	ICMPTimeExceeded    uint8 = 11 // code 0: TTL exceeded in transit
+
+	ICMPv6DestUnreachable uint8 = 1 // codes: 0 no route, 1 prohibited, 3 address, 4 port
+	ICMPv6PacketTooBig    uint8 = 2
+	ICMPv6TimeExceeded    uint8 = 3
+)
 
 // Protocol numbers (IANA).
 const (
@@ -196,6 +259,40 @@ type Signal struct {
 	// context (connect, sendmsg), never in softirq (see KERNEL.md).
 	PID  uint32
 	Comm string
+
+	// Neighbour entries (KindNeighFailed). NeighAddr is the address that
+	// did not resolve: a next hop (a host of the subnet or a gateway), not
+	// necessarily the destination of any flow. Dev/Ifindex name its device.
+	NeighAddr netip.Addr
+	// NeighState is the state the entry failed from: INCOMPLETE (a new
+	// resolution got no answer) or PROBE (an entry that was in use stopped
+	// answering its re-confirmation); 0 when the probe did not see it.
+	NeighState NUDState
+	// NeighResolved: the entry held a link-layer address, i.e. the
+	// neighbour answered at least once during the entry's life.
+	NeighResolved bool
+	// NeighProbes is the number of solicitations sent (neigh->probes).
+	NeighProbes uint32
+	// NeighTried is how long the entry tried before it failed: since it
+	// entered INCOMPLETE or PROBE (neigh->updated). 0 when unknown.
+	NeighTried time.Duration
+
+	// ICMP errors (KindICMPError, KindICMPSent): type and code of the
+	// error (ICMPv4 or ICMPv6 numbering after Flow's address family).
+	ICMPType uint8
+	ICMPCode uint8
+	// ICMPFrom is the sender of a received ICMP error: the router or host
+	// that reported it (KindICMPError).
+	ICMPFrom netip.Addr
+	// MTU is the next-hop MTU of an ICMP fragmentation-needed (3/4) or an
+	// ICMPv6 packet-too-big.
+	MTU uint32
+
+	// Backlog and MaxBacklog are a listening socket's accept queue length
+	// and limit (sk_ack_backlog / sk_max_ack_backlog) when a drop hit a
+	// listener (e.g. DropReason TCP_LISTEN_OVERFLOW); both 0 otherwise.
+	Backlog    uint32
+	MaxBacklog uint32
 }
 
 func (s Signal) String() string {
