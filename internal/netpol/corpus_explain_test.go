@@ -28,7 +28,9 @@ var explainScenarios = []struct {
 	diffs map[int]string
 }{
 	{dir: "acs-security-demos"},
+	{dir: "exposure_allow_all_two_workloads_test"},
 	{dir: "ipblockstest"},
+	{dir: "k8s_ingress_test_new"},
 	{dir: "multiple_topology_resources_2"},
 	{dir: "netpol_named_port_test", diffs: map[int]string{
 		// Rule {protocol: UDP, port: newport} and a TCP connection: the
@@ -39,6 +41,7 @@ var explainScenarios = []struct {
 	}},
 	{dir: "new_online_boutique"},
 	{dir: "onlineboutique"},
+	{dir: "onlineboutique_workloads_with_ingress"},
 }
 
 var (

@@ -40,6 +40,7 @@ var corpusScenarios = []struct {
 	{dir: "core_pods_without_host_ip"},
 	{dir: "demo_app_with_routes_and_ingress"},
 	{dir: "example_pods_w_same_owner_and_labels_gap_no_policy"},
+	{dir: "exposure_test_pod_exposed_only_to_representative_peers"},
 	{dir: "example_pods_w_same_owner_and_labels_gap_with_good_match_expression"},
 	{dir: "example_pods_w_same_owner_and_labels_gap_with_good_match_expression2"},
 	{dir: "example_pods_w_same_owner_and_labels_gap_with_policy_selector_not_in_gap"},
