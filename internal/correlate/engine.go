@@ -16,7 +16,12 @@
 // only increment Count and LastSeen (and add evidence up to MaxEvidence);
 // later signals of a connection already diagnosed (SYN retries, the final
 // timeout) add evidence without counting as a new occurrence. When the window
-// closes (Tick), the aggregate is emitted once more if it changed, and forgotten.
+// closes (Tick), the aggregate is emitted once more if it changed. If one of
+// its connections still fails after that (a SYN retried for ~135 s), a new
+// window opens for the cause without an immediate emission; it is reported
+// the same way when it closes, FirstSeen and Count carrying on, so each cause
+// is emitted at most once per window. A full evidence list keeps its first
+// entries and rotates the latest few (the final close stays visible).
 //
 // Memory is bounded by MaxFlows connections (oldest packet-only evidence
 // evicted first, then the least recently active connection) and MaxFlows open
@@ -28,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,6 +125,9 @@ type Stats struct {
 	Expired          uint64 // connections dropped after idling
 	// AggregatesEvicted: aggregates closed early because MaxFlows of them were open.
 	AggregatesEvicted uint64
+	// AggregatesReopened: windows started again by a connection still failing
+	// after its cause's window closed (e.g. SYN retries beyond Window).
+	AggregatesReopened uint64
 	// Invalid: diagnoses a pattern built that failed Validate (a bug; not emitted).
 	Invalid     uint64
 	LastInvalid string
@@ -166,9 +175,11 @@ func (k aggKey) String() string {
 	return fmt.Sprintf("%s/%s/%s/netns:%d", k.pattern, k.cause, k.dst, k.where)
 }
 
+// diagRef ties a connection to the aggregate its diagnosis went into, so its
+// later signals find it (or its successor) after the window closed.
 type diagRef struct {
 	idx uint8
-	key aggKey
+	agg *aggregate
 }
 
 // flowState is one connection. Hot fields first: most signals touch only
@@ -404,7 +415,7 @@ func (e *Engine) removeFlow(f *flowState) {
 	}
 	f.key, f.flow, f.last, f.client = connKey{}, signal.Flow{}, time.Time{}, pattern.Netns{}
 	f.oriented, f.pending, f.nsock, f.npkt, f.nrefs, f.diagnosed, f.gen = false, false, 0, 0, 0, 0, 0
-	f.pendingDue, f.refs = time.Time{}, [maxDiagRefs]diagRef{}
+	f.pendingDue, f.refs = time.Time{}, [maxDiagRefs]diagRef{} // drops the aggregate pointers
 	e.free = append(e.free, f)
 }
 
@@ -536,27 +547,34 @@ func (e *Engine) apply(f *flowState, ev *pattern.Evidence, m match, all []match,
 	// retries, the final timeout): the same failure, not a new occurrence.
 	if f.diagnosed&(1<<m.idx) != 0 {
 		e.stats.FollowUps++
-		for _, ref := range f.refs[:f.nrefs] {
-			if int(ref.idx) != m.idx {
+		for i := range f.refs[:f.nrefs] {
+			ref := &f.refs[i]
+			if int(ref.idx) != m.idx || ref.agg == nil {
 				continue
 			}
-			if a := e.aggs[ref.key]; a != nil {
-				a.followUps++
-				a.changed = true
-				a.touch(at)
-				e.addEvidence(a, ev)
+			a := ref.agg
+			if a.closed {
+				// The window closed while the connection still fails: carry
+				// on in the open aggregate of its cause, or reopen one.
+				if b := e.aggs[a.key]; b != nil {
+					a = b
+				} else {
+					a = e.reopen(a, at)
+				}
+				ref.agg = a
 			}
+			a.followUps++
+			a.changed = true
+			a.touch(at)
+			e.addEvidence(a, ev)
 		}
 		return
 	}
 	f.diagnosed |= 1 << m.idx
-	if int(f.nrefs) < maxDiagRefs {
-		f.refs[f.nrefs] = diagRef{idx: uint8(m.idx), key: key}
-		f.nrefs++
-	}
 
 	if a := e.aggs[key]; a != nil {
 		e.stats.Aggregated++
+		e.refer(f, m.idx, a)
 		a.d.Count++
 		a.changed = true
 		a.touch(at)
@@ -584,14 +602,39 @@ func (e *Engine) apply(f *flowState, ev *pattern.Evidence, m match, all []match,
 		e.stats.LastInvalid = err.Error()
 		return
 	}
+	a := &aggregate{key: key, d: d, windowEnd: at.Add(e.cfg.Window), emitted: 1}
+	// The emitted copy must never see the aggregate's evidence change.
+	a.d.Evidence = slices.Clone(d.Evidence)
+	e.open(a)
+	e.refer(f, m.idx, a)
+	e.send(d)
+}
+
+func (e *Engine) refer(f *flowState, idx int, a *aggregate) {
+	if int(f.nrefs) < maxDiagRefs {
+		f.refs[f.nrefs] = diagRef{idx: uint8(idx), agg: a}
+		f.nrefs++
+	}
+}
+
+func (e *Engine) open(a *aggregate) {
 	if len(e.aggs) >= e.cfg.MaxFlows {
 		e.stats.AggregatesEvicted++
 		e.closeAggregate(e.popAggregate())
 	}
-	a := &aggregate{key: key, d: d, windowEnd: at.Add(e.cfg.Window), emitted: 1}
-	e.aggs[key] = a
+	e.aggs[a.key] = a
 	e.aggQ = append(e.aggQ, a)
-	e.send(d)
+}
+
+// reopen starts a new window for a cause whose window closed while one of
+// its connections still fails. Nothing is emitted now: the new window is
+// emitted when it closes, as an update (FirstSeen and Count carry on).
+func (e *Engine) reopen(old *aggregate, at time.Time) *aggregate {
+	e.stats.AggregatesReopened++
+	a := &aggregate{key: old.key, d: old.d, windowEnd: at.Add(e.cfg.Window), emitted: old.d.Count}
+	a.d.Evidence = slices.Clone(old.d.Evidence)
+	e.open(a)
+	return a
 }
 
 func (a *aggregate) touch(t time.Time) {
@@ -600,16 +643,26 @@ func (a *aggregate) touch(t time.Time) {
 	}
 }
 
-// addEvidence adds the trigger's fact while the aggregate has room.
+// evidenceTail is how many of the latest facts a full evidence list keeps
+// (the rest are the first ones): what changed last, e.g. the final timeout.
+const evidenceTail = 4
+
+// addEvidence adds the trigger's fact: appended while there is room, then
+// rotated through the last evidenceTail slots.
 func (e *Engine) addEvidence(a *aggregate, ev *pattern.Evidence) {
 	if ev.Trigger == nil {
 		return
 	}
-	if len(a.d.Evidence) >= e.cfg.MaxEvidence {
-		a.omitted++
+	n := len(a.d.Evidence)
+	if n < e.cfg.MaxEvidence {
+		a.d.Evidence = append(a.d.Evidence, pattern.Describe(ev, ev.Trigger))
 		return
 	}
-	a.d.Evidence = append(a.d.Evidence, pattern.Describe(ev, ev.Trigger))
+	a.omitted++
+	if tail := min(evidenceTail, n); tail > 0 {
+		copy(a.d.Evidence[n-tail:], a.d.Evidence[n-tail+1:])
+		a.d.Evidence[n-1] = pattern.Describe(ev, ev.Trigger)
+	}
 }
 
 func rankNote(ps []pattern.Pattern, all []match, best int) string {

@@ -106,6 +106,9 @@ func TestAggregation(t *testing.T) {
 	if len(agg.Evidence) != 16 || !strings.Contains(agg.Details, "100 occurrence(s)") || !strings.Contains(agg.Details, "omitted") {
 		t.Errorf("aggregate evidence %d (want the cap of 16), details %q", len(agg.Evidence), agg.Details)
 	}
+	if lastEv := agg.Evidence[len(agg.Evidence)-1]; !lastEv.Time.Equal(agg.LastSeen) {
+		t.Errorf("last evidence at %v, want the latest refusal (%v): a full list keeps its tail current", lastEv.Time, agg.LastSeen)
+	}
 	if len(first.Evidence) >= len(agg.Evidence) {
 		t.Errorf("the first emission's evidence grew with the aggregate (shared slice): %d", len(first.Evidence))
 	}
@@ -477,5 +480,44 @@ func TestKeyOf(t *testing.T) {
 		if got := keyOf(tc.a) == keyOf(tc.b); got != tc.eq {
 			t.Errorf("%s: equal = %v, want %v", tc.name, got, tc.eq)
 		}
+	}
+}
+
+func synRetransmit(f signal.Flow, at time.Duration, n uint32) signal.Signal {
+	return signal.Signal{Kind: signal.KindRetransmit, Time: t0.Add(at), Flow: f, NetnsCookie: clientCookie,
+		NetnsInode: clientInode, State: signal.StateSynSent, TCPFlags: signal.TCPFlagSYN, Retransmits: n}
+}
+
+// A connection still failing after its cause's window closed reopens a
+// window: its later signals are reported once more when that one closes, and
+// new connections with the same cause are counted into it.
+func TestReopenAfterWindow(t *testing.T) {
+	e, r := newEngine(t, func(c *Config) { c.Window = 10 * time.Second })
+	drop := func(f signal.Flow, at time.Duration) signal.Signal {
+		return signal.Signal{Kind: signal.KindDrop, Time: t0.Add(at), Flow: f, NetnsCookie: serverCookie,
+			NetnsInode: serverInode, TCPFlags: signal.TCPFlagSYN, DropReason: "NETFILTER_DROP", DropLocation: "nft_do_chain"}
+	}
+	a := tcpFlow(40000, 5432)
+	observeAll(e, []signal.Signal{drop(a, 0), synRetransmit(a, time.Second, 1)})
+	e.Tick(t0.Add(11 * time.Second)) // window closes: nothing grew
+	if len(r.ds) != 1 {
+		t.Fatalf("%d emitted, want only the first", len(r.ds))
+	}
+	e.Observe(synRetransmit(a, 19*time.Second, 8)) // still failing: reopens
+	b := tcpFlow(40001, 5432)
+	observeAll(e, []signal.Signal{drop(b, 20*time.Second), synRetransmit(b, 21*time.Second, 1)})
+	if len(r.ds) != 1 {
+		t.Fatalf("a new connection with an already reported, still open cause was emitted at once")
+	}
+	e.Tick(t0.Add(30 * time.Second))
+	if len(r.ds) != 2 {
+		t.Fatalf("%d emitted, want the reopened window's update", len(r.ds))
+	}
+	upd := r.ds[1]
+	if upd.Count != 2 || !upd.FirstSeen.Equal(r.ds[0].FirstSeen) || !upd.LastSeen.Equal(t0.Add(21*time.Second)) {
+		t.Errorf("update count %d first %v last %v", upd.Count, upd.FirstSeen, upd.LastSeen)
+	}
+	if st := e.Stats(); st.AggregatesReopened != 1 || st.FollowUps != 1 || st.Aggregated != 1 {
+		t.Errorf("stats %+v", st)
 	}
 }

@@ -1,6 +1,7 @@
 package pattern_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,4 +75,12 @@ func mustContain(t *testing.T, what, got, want string) {
 	if !strings.Contains(got, want) {
 		t.Errorf("%s = %q, want it to contain %q", what, got, want)
 	}
+}
+
+func keysOf(ds []diagnosis.Diagnosis) []string {
+	var ks []string
+	for _, d := range ds {
+		ks = append(ks, fmt.Sprintf("%s@%s(count %d)", d.Key, d.LastSeen.Format("15:04:05.000"), d.Count))
+	}
+	return ks
 }

@@ -25,7 +25,10 @@ func TestSYNDroppedFixtures(t *testing.T) {
 		// signals of the same connection folded into the aggregate over a
 		// window long enough to hold the whole ~135 s connect
 		followUps int
-		minConf   float64
+		// emissions at the default 30 s window: the first, then one update
+		// per window in which the connection still failed
+		emits   int
+		minConf float64
 	}{
 		{
 			fixture: "syn_nft_drop_timeout.jsonl", cause: pattern.CauseNetfilterDrop,
@@ -33,7 +36,7 @@ func TestSYNDroppedFixtures(t *testing.T) {
 			layer:   diagnosis.LayerPolicy, errType: "ETIMEDOUT", dstNetns: "server",
 			details:    "on dev eth0",
 			resolution: "Remove or narrow the DROP rule matching tcp dport 8080",
-			firstAt:    time.Second, followUps: 10, minConf: 0.6,
+			firstAt:    time.Second, followUps: 10, emits: 5, minConf: 0.6,
 		},
 		{
 			fixture: "syn_host_forward_drop.jsonl", cause: pattern.CauseNetfilterDrop,
@@ -41,7 +44,7 @@ func TestSYNDroppedFixtures(t *testing.T) {
 			layer:   diagnosis.LayerPolicy, errType: "ETIMEDOUT", dstNetns: "host",
 			details:    "on dev veth-srv",
 			resolution: "`nft list ruleset`",
-			firstAt:    time.Second, followUps: 10, minConf: 0.6,
+			firstAt:    time.Second, followUps: 10, emits: 5, minConf: 0.6,
 		},
 		{
 			fixture: "syn_no_local_drop.jsonl", cause: pattern.CauseNoLocalDrop,
@@ -49,7 +52,7 @@ func TestSYNDroppedFixtures(t *testing.T) {
 			layer:   diagnosis.LayerL3, errType: "ETIMEDOUT",
 			details:    "No drop of this SYN was seen on this node",
 			resolution: "traceroute -T -p 8080 10.0.0.2",
-			firstAt:    time.Second, followUps: 10, minConf: 0.3,
+			firstAt:    time.Second, followUps: 10, emits: 5, minConf: 0.3,
 		},
 		{
 			fixture: "syn_own_output_eperm.jsonl", cause: pattern.CauseLocalOutputFirewall,
@@ -57,7 +60,7 @@ func TestSYNDroppedFixtures(t *testing.T) {
 			layer:   diagnosis.LayerPolicy, errType: "ETIMEDOUT",
 			details:    "failed with EPERM",
 			resolution: "output path of netns client",
-			firstAt:    time.Second, followUps: 10, minConf: 0.7,
+			firstAt:    time.Second, followUps: 10, emits: 5, minConf: 0.7,
 		},
 		{
 			fixture: "syn_arp_ebusy.jsonl", cause: pattern.CauseNeighbourUnresolved,
@@ -65,16 +68,17 @@ func TestSYNDroppedFixtures(t *testing.T) {
 			layer:   diagnosis.LayerL2, errType: "EHOSTUNREACH",
 			details:    "1 SYN retransmit(s) returned EBUSY",
 			resolution: "ip neigh show",
-			firstAt:    time.Second, followUps: 2, minConf: 0.5,
+			firstAt:    time.Second, followUps: 2, emits: 2, minConf: 0.5,
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.fixture, func(t *testing.T) {
-			// Default window (30 s): the first retransmit is diagnosed at once,
-			// the retries within the window come back once as an aggregate.
+			// Default window (30 s): the first retransmit is diagnosed at once;
+			// the retries come back as one update per window while they last,
+			// the last one carrying the final close.
 			ds, st := replayFixture(t, tc.fixture, nil)
-			if len(ds) != 2 {
-				t.Fatalf("got %d diagnoses, want the first and one aggregate update: %+v", len(ds), ds)
+			if len(ds) != tc.emits {
+				t.Fatalf("got %d diagnoses, want %d: %v", len(ds), tc.emits, keysOf(ds))
 			}
 			d := ds[0]
 			if d.Pattern != diagnosis.PatternSYNDropped || d.Summary != tc.summary {
@@ -100,10 +104,16 @@ func TestSYNDroppedFixtures(t *testing.T) {
 			if !hasSource(d, "tcp:tcp_retransmit_skb") {
 				t.Errorf("no retransmit evidence: %+v", d.Evidence)
 			}
-			upd := ds[1]
-			if upd.Key != d.Key || upd.Count != 1 || !upd.LastSeen.After(d.LastSeen) || len(upd.Evidence) <= len(d.Evidence) {
-				t.Errorf("aggregate update key %s count %d last %v evidence %d, want same key, count 1, later, more evidence",
-					upd.Key, upd.Count, upd.LastSeen, len(upd.Evidence))
+			for i, upd := range ds[1:] {
+				if upd.Key != d.Key || upd.Count != 1 || !upd.LastSeen.After(ds[i].LastSeen) ||
+					!upd.FirstSeen.Equal(d.FirstSeen) || len(upd.Evidence) < len(ds[i].Evidence) {
+					t.Errorf("update %d: key %s count %d first %v last %v evidence %d, want the same key, count 1, "+
+						"the same first seen, later, no less evidence", i+1, upd.Key, upd.Count, upd.FirstSeen, upd.LastSeen, len(upd.Evidence))
+				}
+			}
+			last := ds[len(ds)-1].Evidence[len(ds[len(ds)-1].Evidence)-1]
+			if last.Source != "sock:inet_sock_set_state" || !strings.Contains(last.Fact, "SYN_SENT -> CLOSE") {
+				t.Errorf("last evidence of the last update %+v, want the final close", last)
 			}
 			if st.FollowUps == 0 {
 				t.Error("no follow-ups counted")
@@ -115,7 +125,7 @@ func TestSYNDroppedFixtures(t *testing.T) {
 			if len(ds) != 2 || int(st.FollowUps) != tc.followUps {
 				t.Fatalf("long window: %d diagnoses, %d follow-ups; want 2 and %d", len(ds), st.FollowUps, tc.followUps)
 			}
-			last := ds[1].Evidence[len(ds[1].Evidence)-1]
+			last = ds[1].Evidence[len(ds[1].Evidence)-1]
 			if last.Source != "sock:inet_sock_set_state" || !strings.Contains(last.Fact, "SYN_SENT -> CLOSE") {
 				t.Errorf("last evidence %+v, want the final close", last)
 			}
