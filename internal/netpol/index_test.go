@@ -1,6 +1,7 @@
 package netpol
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -249,6 +250,39 @@ spec: {podSelector: {}, policyTypes: [Ingress, Egress]}
 		}
 		if got != c.want {
 			t.Errorf("%s: Blame() = %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
+// TestConcurrentUpdates evaluates while informer-style updates run; with
+// -race it checks the locking, and every verdict must stay consistent.
+func TestConcurrentUpdates(t *testing.T) {
+	x, _ := Build(DefaultOptions(), []Namespace{nsProd, nsDev}, basePods(), nil)
+	deny := policyYAML(t, "metadata: {name: d, namespace: prod}\nspec: {podSelector: {}}")
+	allow := policyYAML(t, "metadata: {name: a, namespace: prod}\nspec: {podSelector: {}, ingress: [{}]}")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			x.SetPolicy(deny)
+			x.SetPolicy(allow)
+			p := basePods()[1]
+			p.Labels = map[string]string{"tier": "frontend", "n": strconv.Itoa(i)}
+			x.SetPod(p)
+			x.DeletePolicy("prod", "a")
+			x.SetNamespace(Namespace{Name: "dev", Labels: map[string]string{"i": strconv.Itoa(i)}})
+		}
+	}()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		v := mustEval(t, x, tcp(podEP("dev", "tester"), ipEP("10.0.0.10"), 8080))
+		checkConsistent(t, v)
+		if _, err := x.Attribute(tcp(ipEP("10.0.0.11"), podEP("prod", "backend-7c9"), 80)); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
