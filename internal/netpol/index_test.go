@@ -1,10 +1,13 @@
 package netpol
 
 import (
+	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
@@ -284,5 +287,28 @@ func TestConcurrentUpdates(t *testing.T) {
 		if _, err := x.Attribute(tcp(ipEP("10.0.0.11"), podEP("prod", "backend-7c9"), 80)); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func TestPodFromAPI(t *testing.T) {
+	var p corev1.Pod
+	unmarshal(t, `
+metadata: {name: web-1, namespace: prod, labels: {app: web}}
+spec:
+  hostNetwork: false
+  initContainers: [{name: init, ports: [{name: warm, containerPort: 7000}]}]
+  containers:
+  - name: app
+    ports: [{name: http, containerPort: 8080}, {name: dns, containerPort: 53, protocol: UDP}, {containerPort: 9000}]
+status:
+  podIP: 10.0.0.5
+  podIPs: [{ip: 10.0.0.5}, {ip: "fd00::5"}]
+`, &p)
+	got := PodFromAPI(&p)
+	want := Pod{Namespace: "prod", Name: "web-1", Labels: map[string]string{"app": "web"},
+		IPs: []netip.Addr{mustAddr("10.0.0.5"), mustAddr("fd00::5")},
+		Ports: []ContainerPort{{Name: "warm", Port: 7000}, {Name: "http", Port: 8080}, {Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}, {Port: 9000}}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("PodFromAPI:\n got %+v\nwant %+v", got, want)
 	}
 }
