@@ -306,7 +306,7 @@ status:
 `, &p)
 	got := PodFromAPI(&p)
 	want := Pod{Namespace: "prod", Name: "web-1", Labels: map[string]string{"app": "web"},
-		IPs: []netip.Addr{mustAddr("10.0.0.5"), mustAddr("fd00::5")},
+		IPs:   []netip.Addr{mustAddr("10.0.0.5"), mustAddr("fd00::5")},
 		Ports: []ContainerPort{{Name: "warm", Port: 7000}, {Name: "http", Port: 8080}, {Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}, {Port: 9000}}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("PodFromAPI:\n got %+v\nwant %+v", got, want)
