@@ -372,6 +372,12 @@ func TestUpstreamConformance(t *testing.T) {
 								wrong = append(wrong, fmt.Sprintf("%s/%s -> %s/%s: got %v want %v: %s", src.Namespace, src.Name, dst.Namespace, dst.Name, v.Allowed, want, v.Explain()))
 							}
 							checkConsistent(t, v)
+							// The correlator sees addresses only: the same
+							// flow by bare IPs must get the same answer.
+							byIP := Flow{Src: Endpoint{IP: fl.Src.IP}, Dst: Endpoint{IP: fl.Dst.IP}, Protocol: proto, Port: port}
+							if ok, err := w.x.Allowed(byIP); err != nil || ok != v.Allowed {
+								t.Errorf("%s/%s -> %s/%s by IP: allowed=%v err=%v, by name %v", src.Namespace, src.Name, dst.Namespace, dst.Name, ok, err, v.Allowed)
+							}
 							if !v.Allowed {
 								w.checkResolutions(fl, v)
 							}
