@@ -35,6 +35,10 @@ enum nc_kind {
 	NC_KIND_RESET_RECEIVED = 3,
 	NC_KIND_RESET_SENT = 4,
 	NC_KIND_DROP = 5,
+	NC_KIND_NEIGH_FAILED = 6,
+	NC_KIND_CONNECT_ERROR = 7,
+	NC_KIND_ICMP_ERROR = 8,
+	NC_KIND_ICMP_SENT = 9,
 };
 
 /* nc_event.flags */
@@ -42,6 +46,10 @@ enum nc_kind {
 #define NC_F_REASON 0x02 /* reason is valid */
 #define NC_F_ERR 0x04    /* err is valid */
 #define NC_F_SOCK 0x08   /* a socket was attached (state, cookie) */
+#define NC_F_LLADDR 0x10 /* neighbour: the entry holds a link-layer address */
+#define NC_F_DURATION 0x20 /* duration_ns is valid */
+#define NC_F_BACKLOG 0x40 /* backlog/max_backlog are valid */
+#define NC_F_PEER 0x80   /* peer is valid */
 
 /* Drop reason modes (values of the drop_reasons maps). */
 #define NC_DROP_ALWAYS 1
@@ -77,6 +85,15 @@ struct nc_event {
 	__u8 _pad;
 	char comm[16];
 	char dev[16];
+	__u8 peer[16];      /* neighbour address, ICMP error sender (family) */
+	__u64 duration_ns;  /* neighbour: time spent resolving */
+	__u32 probes;       /* neighbour: neigh->probes */
+	__u32 mtu;          /* ICMP: next-hop MTU */
+	__u32 backlog;      /* listener: sk_ack_backlog */
+	__u32 max_backlog;  /* listener: sk_max_ack_backlog */
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 _pad2[6];
 };
 
 /* Makes the struct part of the BTF so bpf2go can export it (-type nc_event). */
@@ -135,6 +152,34 @@ struct {
 const volatile bool kfree_skb_has_rx_sk = true;
 const volatile bool tcp_send_reset_has_reason = true;
 const volatile bool tcp_retransmit_skb_has_err = true;
+
+/* include/uapi/linux/neighbour.h (kernel ABI). */
+#define NUD_INCOMPLETE 0x01
+#define NUD_PROBE 0x10
+#define NUD_FAILED 0x20
+
+/* The kernel's tick rate (CONFIG_HZ), to turn neighbour jiffies into time;
+ * set by the loader, 0 when it cannot tell (duration then unknown). */
+const volatile __u32 kernel_hz = 0;
+
+/* Neighbours being resolved, by entry address: the state seen while
+ * resolving (INCOMPLETE or PROBE) and neigh->updated when that state began.
+ * The kernel overwrites both nud_state and updated on the move to FAILED
+ * before its tracepoint, so this is how the probe knows what the entry
+ * failed from and since when. A new resolution cycle (updated changed)
+ * replaces the record, so a reused entry address is not mistaken for an
+ * old entry. */
+struct neigh_seen {
+	__u64 updated;
+	__u8 state;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct neigh_seen);
+} neigh_resolving SEC(".maps");
 
 static __always_inline void count_lost(void)
 {
@@ -470,5 +515,83 @@ int on_kfree_skb(u64 *ctx)
 		}
 	}
 	submit(&e);
+	return 0;
+}
+
+static __always_inline void note_resolving(struct neighbour *n, __u8 state)
+{
+	__u64 key = (__u64)n;
+	__u64 updated = n->updated;
+	struct neigh_seen *seen = bpf_map_lookup_elem(&neigh_resolving, &key);
+	struct neigh_seen v = { .updated = updated, .state = state };
+
+	if (seen && seen->updated == updated && seen->state == state)
+		return;
+	bpf_map_update_elem(&neigh_resolving, &key, &v, BPF_ANY);
+}
+
+/* The neighbour timer: INCOMPLETE/PROBE entries are remembered, the move to
+ * FAILED is reported. Reachable, stale and delayed entries return after one
+ * comparison. */
+SEC("tp_btf/neigh_timer_handler")
+int on_neigh_timer_handler(u64 *ctx)
+{
+	struct neighbour *n = (void *)ctx[0];
+	__u8 state = n->nud_state;
+	struct neigh_table *tbl;
+	struct neigh_seen *seen;
+	struct nc_event e = {};
+	__u64 key = (__u64)n, ha[2] = {};
+	int family;
+
+	if (state & (NUD_INCOMPLETE | NUD_PROBE)) {
+		note_resolving(n, state);
+		return 0;
+	}
+	if (state != NUD_FAILED)
+		return 0;
+
+	tbl = n->tbl;
+	family = BPF_CORE_READ(tbl, family);
+	if (family == AF_INET)
+		bpf_core_read(e.peer, 4, &n->primary_key);
+	else if (family == AF_INET6)
+		bpf_core_read(e.peer, 16, &n->primary_key);
+	else
+		return 0;
+	e.kind = NC_KIND_NEIGH_FAILED;
+	e.family = family;
+	e.flags |= NC_F_PEER;
+	e.state = NUD_FAILED;
+	seen = bpf_map_lookup_elem(&neigh_resolving, &key);
+	if (seen) {
+		e.old_state = seen->state;
+		if (kernel_hz) {
+			__u64 d = bpf_jiffies64() - seen->updated;
+
+			e.duration_ns = d * 1000000000ULL / kernel_hz;
+			e.flags |= NC_F_DURATION;
+		}
+		bpf_map_delete_elem(&neigh_resolving, &key);
+	}
+	e.probes = BPF_CORE_READ(n, probes.counter);
+	bpf_core_read(ha, sizeof(ha), &n->ha);
+	if (ha[0] | ha[1])
+		e.flags |= NC_F_LLADDR;
+	fill_dev(&e, n->dev);
+	submit(&e);
+	return 0;
+}
+
+/* A packet met an unresolved neighbour. The first one starts resolution
+ * (INCOMPLETE) here, not in the timer: remember it, so an entry that fails
+ * at its first timer still reports INCOMPLETE. */
+SEC("tp_btf/neigh_event_send_done")
+int on_neigh_event_send_done(u64 *ctx)
+{
+	struct neighbour *n = (void *)ctx[0];
+
+	if (n->nud_state == NUD_INCOMPLETE)
+		note_resolving(n, NUD_INCOMPLETE);
 	return 0;
 }

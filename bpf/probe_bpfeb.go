@@ -46,6 +46,22 @@ type ProbeNcEvent struct {
 	Pad         uint8
 	Comm        [16]int8
 	Dev         [16]int8
+	Peer        [16]uint8
+	DurationNs  uint64
+	Probes      uint32
+	Mtu         uint32
+	Backlog     uint32
+	MaxBacklog  uint32
+	IcmpType    uint8
+	IcmpCode    uint8
+	Pad2        [6]uint8
+}
+
+type ProbeNeighSeen struct {
+	_       structs.HostLayout
+	Updated uint64
+	State   uint8
+	_       [7]byte
 }
 
 // Names of all BPF objects in the ELF.
@@ -57,11 +73,15 @@ const (
 	ProbeMapDropReasonsExt         = "drop_reasons_ext"
 	ProbeMapEvents                 = "events"
 	ProbeMapLost                   = "lost"
+	ProbeMapNeighResolving         = "neigh_resolving"
 	ProbeProgOnInetSockSetState    = "on_inet_sock_set_state"
 	ProbeProgOnKfreeSkb            = "on_kfree_skb"
+	ProbeProgOnNeighEventSendDone  = "on_neigh_event_send_done"
+	ProbeProgOnNeighTimerHandler   = "on_neigh_timer_handler"
 	ProbeProgOnTcpReceiveReset     = "on_tcp_receive_reset"
 	ProbeProgOnTcpRetransmitSkb    = "on_tcp_retransmit_skb"
 	ProbeProgOnTcpSendReset        = "on_tcp_send_reset"
+	ProbeVarKernelHz               = "kernel_hz"
 	ProbeVarKfreeSkbHasRxSk        = "kfree_skb_has_rx_sk"
 	ProbeVarTcpRetransmitSkbHasErr = "tcp_retransmit_skb_has_err"
 	ProbeVarTcpSendResetHasReason  = "tcp_send_reset_has_reason"
@@ -110,11 +130,13 @@ type ProbeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeProgramSpecs struct {
-	OnInetSockSetState *ebpf.ProgramSpec `ebpf:"on_inet_sock_set_state"`
-	OnKfreeSkb         *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
-	OnTcpReceiveReset  *ebpf.ProgramSpec `ebpf:"on_tcp_receive_reset"`
-	OnTcpRetransmitSkb *ebpf.ProgramSpec `ebpf:"on_tcp_retransmit_skb"`
-	OnTcpSendReset     *ebpf.ProgramSpec `ebpf:"on_tcp_send_reset"`
+	OnInetSockSetState   *ebpf.ProgramSpec `ebpf:"on_inet_sock_set_state"`
+	OnKfreeSkb           *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
+	OnNeighEventSendDone *ebpf.ProgramSpec `ebpf:"on_neigh_event_send_done"`
+	OnNeighTimerHandler  *ebpf.ProgramSpec `ebpf:"on_neigh_timer_handler"`
+	OnTcpReceiveReset    *ebpf.ProgramSpec `ebpf:"on_tcp_receive_reset"`
+	OnTcpRetransmitSkb   *ebpf.ProgramSpec `ebpf:"on_tcp_retransmit_skb"`
+	OnTcpSendReset       *ebpf.ProgramSpec `ebpf:"on_tcp_send_reset"`
 }
 
 // ProbeMapSpecs contains maps before they are loaded into the kernel.
@@ -126,12 +148,14 @@ type ProbeMapSpecs struct {
 	DropReasonsExt *ebpf.MapSpec `ebpf:"drop_reasons_ext"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
+	NeighResolving *ebpf.MapSpec `ebpf:"neigh_resolving"`
 }
 
 // ProbeVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeVariableSpecs struct {
+	KernelHz               *ebpf.VariableSpec `ebpf:"kernel_hz"`
 	KfreeSkbHasRxSk        *ebpf.VariableSpec `ebpf:"kfree_skb_has_rx_sk"`
 	TcpRetransmitSkbHasErr *ebpf.VariableSpec `ebpf:"tcp_retransmit_skb_has_err"`
 	TcpSendResetHasReason  *ebpf.VariableSpec `ebpf:"tcp_send_reset_has_reason"`
@@ -163,6 +187,7 @@ type ProbeMaps struct {
 	DropReasonsExt *ebpf.Map `ebpf:"drop_reasons_ext"`
 	Events         *ebpf.Map `ebpf:"events"`
 	Lost           *ebpf.Map `ebpf:"lost"`
+	NeighResolving *ebpf.Map `ebpf:"neigh_resolving"`
 }
 
 func (m *ProbeMaps) Close() error {
@@ -172,6 +197,7 @@ func (m *ProbeMaps) Close() error {
 		m.DropReasonsExt,
 		m.Events,
 		m.Lost,
+		m.NeighResolving,
 	)
 }
 
@@ -179,6 +205,7 @@ func (m *ProbeMaps) Close() error {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbeVariables struct {
+	KernelHz               *ebpf.Variable `ebpf:"kernel_hz"`
 	KfreeSkbHasRxSk        *ebpf.Variable `ebpf:"kfree_skb_has_rx_sk"`
 	TcpRetransmitSkbHasErr *ebpf.Variable `ebpf:"tcp_retransmit_skb_has_err"`
 	TcpSendResetHasReason  *ebpf.Variable `ebpf:"tcp_send_reset_has_reason"`
@@ -189,17 +216,21 @@ type ProbeVariables struct {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbePrograms struct {
-	OnInetSockSetState *ebpf.Program `ebpf:"on_inet_sock_set_state"`
-	OnKfreeSkb         *ebpf.Program `ebpf:"on_kfree_skb"`
-	OnTcpReceiveReset  *ebpf.Program `ebpf:"on_tcp_receive_reset"`
-	OnTcpRetransmitSkb *ebpf.Program `ebpf:"on_tcp_retransmit_skb"`
-	OnTcpSendReset     *ebpf.Program `ebpf:"on_tcp_send_reset"`
+	OnInetSockSetState   *ebpf.Program `ebpf:"on_inet_sock_set_state"`
+	OnKfreeSkb           *ebpf.Program `ebpf:"on_kfree_skb"`
+	OnNeighEventSendDone *ebpf.Program `ebpf:"on_neigh_event_send_done"`
+	OnNeighTimerHandler  *ebpf.Program `ebpf:"on_neigh_timer_handler"`
+	OnTcpReceiveReset    *ebpf.Program `ebpf:"on_tcp_receive_reset"`
+	OnTcpRetransmitSkb   *ebpf.Program `ebpf:"on_tcp_retransmit_skb"`
+	OnTcpSendReset       *ebpf.Program `ebpf:"on_tcp_send_reset"`
 }
 
 func (p *ProbePrograms) Close() error {
 	return _ProbeClose(
 		p.OnInetSockSetState,
 		p.OnKfreeSkb,
+		p.OnNeighEventSendDone,
+		p.OnNeighTimerHandler,
 		p.OnTcpReceiveReset,
 		p.OnTcpRetransmitSkb,
 		p.OnTcpSendReset,

@@ -38,6 +38,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
@@ -71,6 +72,10 @@ typedef struct {
 typedef struct {
 	__s64 counter;
 } atomic64_t;
+
+typedef struct {
+	int counter;
+} atomic_t;
 
 struct sock_common {
 	union {
@@ -125,6 +130,22 @@ struct sk_buff {
 
 struct tcp_skb_cb {
 	__u8 tcp_flags;
+};
+
+struct neigh_table {
+	int family;
+	unsigned int key_len;
+};
+
+struct neighbour {
+	struct neigh_table *tbl;
+	unsigned long confirmed;
+	unsigned long updated;
+	atomic_t probes;
+	u8 nud_state;
+	unsigned char ha[32];
+	struct net_device *dev;
+	u8 primary_key[0];
 };
 
 #pragma clang attribute pop

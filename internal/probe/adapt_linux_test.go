@@ -44,9 +44,16 @@ func fakeKernel(t *testing.T, hooks map[string]int) *btf.Spec {
 }
 
 func TestAdaptToKernel(t *testing.T) {
-	k618 := map[string]int{"inet_sock_set_state": 3, "tcp_retransmit_skb": 3, "tcp_receive_reset": 1, "tcp_send_reset": 3, "kfree_skb": 4}
-	k65 := map[string]int{"inet_sock_set_state": 3, "tcp_retransmit_skb": 2, "tcp_receive_reset": 1, "tcp_send_reset": 2, "kfree_skb": 3}
-	noRst := map[string]int{"inet_sock_set_state": 3, "tcp_retransmit_skb": 3, "tcp_send_reset": 3, "kfree_skb": 4}
+	neigh := map[string]int{"neigh_timer_handler": 2, "neigh_event_send_done": 2}
+	with := func(m map[string]int) map[string]int {
+		for k, v := range neigh {
+			m[k] = v
+		}
+		return m
+	}
+	k618 := with(map[string]int{"inet_sock_set_state": 3, "tcp_retransmit_skb": 3, "tcp_receive_reset": 1, "tcp_send_reset": 3, "kfree_skb": 4})
+	k65 := with(map[string]int{"inet_sock_set_state": 3, "tcp_retransmit_skb": 2, "tcp_receive_reset": 1, "tcp_send_reset": 2, "kfree_skb": 3})
+	noRst := with(map[string]int{"inet_sock_set_state": 3, "tcp_retransmit_skb": 3, "tcp_send_reset": 3, "kfree_skb": 4})
 	tests := []struct {
 		name    string
 		kernel  map[string]int

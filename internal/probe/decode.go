@@ -37,15 +37,27 @@ const (
 	offFlags       = 102
 	offComm        = 104
 	offDev         = 120
-	recordSize     = 136
+	offPeer        = 136
+	offDurationNs  = 152
+	offProbes      = 160
+	offMTU         = 164
+	offBacklog     = 168
+	offMaxBacklog  = 172
+	offICMPType    = 176
+	offICMPCode    = 177
+	recordSize     = 184
 )
 
 // nc_event.flags
 const (
-	flagFlow   = 0x01
-	flagReason = 0x02
-	flagErr    = 0x04
-	flagSock   = 0x08
+	flagFlow     = 0x01
+	flagReason   = 0x02
+	flagErr      = 0x04
+	flagSock     = 0x08
+	flagLLAddr   = 0x10
+	flagDuration = 0x20
+	flagBacklog  = 0x40
+	flagPeer     = 0x80
 )
 
 const (
@@ -75,7 +87,7 @@ func (d *decoder) decode(b []byte, s *signal.Signal) error {
 	}
 	ne := binary.NativeEndian
 	kind := signal.Kind(b[offKind])
-	if kind < signal.KindStateChange || kind > signal.KindDrop {
+	if kind < signal.KindStateChange || kind > signal.KindICMPSent {
 		return fmt.Errorf("probe: record of unknown kind %d", b[offKind])
 	}
 	flags := b[offFlags]
@@ -113,8 +125,22 @@ func (d *decoder) decode(b []byte, s *signal.Signal) error {
 			s.Flow.Dst = netip.AddrFrom16([16]byte(b[offDaddr : offDaddr+16])).Unmap()
 		}
 	}
+	var peer netip.Addr
+	if flags&flagPeer != 0 {
+		peer = addrOf(b[offFamily], b[offPeer:offPeer+16])
+	}
 	reason := ne.Uint32(b[offReason:])
 	switch kind {
+	case signal.KindNeighFailed:
+		// The record's state bytes hold NUD states, not TCP states.
+		s.State, s.OldState = 0, 0
+		s.NeighAddr = peer
+		s.NeighState = signal.NUDState(b[offOldState])
+		s.NeighResolved = flags&flagLLAddr != 0
+		s.NeighProbes = ne.Uint32(b[offProbes:])
+		if flags&flagDuration != 0 {
+			s.NeighTried = time.Duration(ne.Uint64(b[offDurationNs:]))
+		}
 	case signal.KindRetransmit:
 		s.Retransmits = ne.Uint32(b[offRetransmits:])
 	case signal.KindDrop:
@@ -128,6 +154,17 @@ func (d *decoder) decode(b []byte, s *signal.Signal) error {
 		}
 	}
 	return nil
+}
+
+// addrOf reads an address of the record's family; the zero Addr otherwise.
+func addrOf(family byte, b []byte) netip.Addr {
+	switch family {
+	case afInet:
+		return netip.AddrFrom4([4]byte(b[:4]))
+	case afInet6:
+		return netip.AddrFrom16([16]byte(b[:16])).Unmap()
+	}
+	return netip.Addr{}
 }
 
 func (d *decoder) location(addr uint64) string {

@@ -44,6 +44,14 @@ func TestRecordLayoutMatchesGeneratedType(t *testing.T) {
 		{"flags", unsafe.Offsetof(e.Flags), offFlags},
 		{"comm", unsafe.Offsetof(e.Comm), offComm},
 		{"dev", unsafe.Offsetof(e.Dev), offDev},
+		{"peer", unsafe.Offsetof(e.Peer), offPeer},
+		{"duration_ns", unsafe.Offsetof(e.DurationNs), offDurationNs},
+		{"probes", unsafe.Offsetof(e.Probes), offProbes},
+		{"mtu", unsafe.Offsetof(e.Mtu), offMTU},
+		{"backlog", unsafe.Offsetof(e.Backlog), offBacklog},
+		{"max_backlog", unsafe.Offsetof(e.MaxBacklog), offMaxBacklog},
+		{"icmp_type", unsafe.Offsetof(e.IcmpType), offICMPType},
+		{"icmp_code", unsafe.Offsetof(e.IcmpCode), offICMPCode},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -63,6 +71,10 @@ type rec struct {
 	kind, family, state, oldState         uint8
 	proto, tcpFlags, flags                uint8
 	comm, dev                             string
+	peer                                  netip.Addr
+	durationNs                            uint64
+	probes, mtu, backlog, maxBacklog      uint32
+	icmpType, icmpCode                    uint8
 }
 
 func (r rec) bytes() []byte {
@@ -90,6 +102,15 @@ func (r rec) bytes() []byte {
 	b[offProto], b[offTCPFlags], b[offFlags] = r.proto, r.tcpFlags, r.flags
 	copy(b[offComm:offComm+15], r.comm)
 	copy(b[offDev:offDev+15], r.dev)
+	if r.peer.IsValid() {
+		copy(b[offPeer:], r.peer.AsSlice())
+	}
+	ne.PutUint64(b[offDurationNs:], r.durationNs)
+	ne.PutUint32(b[offProbes:], r.probes)
+	ne.PutUint32(b[offMTU:], r.mtu)
+	ne.PutUint32(b[offBacklog:], r.backlog)
+	ne.PutUint32(b[offMaxBacklog:], r.maxBacklog)
+	b[offICMPType], b[offICMPCode] = r.icmpType, r.icmpCode
 	return b
 }
 
@@ -172,6 +193,18 @@ func TestDecode(t *testing.T) {
 				DropReason: "REASON_999", DropLocation: "0x1234"},
 		},
 		{
+			name: "neighbour failed from PROBE, had a link-layer address",
+			in: rec{ts: 5_000_000_123, kind: 6, family: afInet, flags: flagPeer | flagLLAddr | flagDuration,
+				peer: v4b, state: 0x20, oldState: 0x10, probes: 3, durationNs: 1_500_000_000, dev: "eth0", ifindex: 2, netnsCookie: 9},
+			want: signal.Signal{Kind: signal.KindNeighFailed, Time: at, NeighAddr: v4b, NeighState: signal.NUDProbe,
+				NeighResolved: true, NeighProbes: 3, NeighTried: 1500 * time.Millisecond, Dev: "eth0", Ifindex: 2, NetnsCookie: 9},
+		},
+		{
+			name: "neighbour without duration or peer flag",
+			in:   rec{ts: 5_000_000_123, kind: 6, family: afInet6, peer: v6a, state: 0x20, oldState: 0x01, durationNs: 7},
+			want: signal.Signal{Kind: signal.KindNeighFailed, Time: at, NeighState: signal.NUDIncomplete},
+		},
+		{
 			name: "full-length comm and dev are not truncated",
 			in:   rec{ts: 5_000_000_123, kind: 5, comm: "abcdefghijklmno", dev: "0123456789abcde"},
 			want: signal.Signal{Kind: signal.KindDrop, Time: at, Comm: "abcdefghijklmno", Dev: "0123456789abcde"},
@@ -201,9 +234,9 @@ func TestDecodeRejects(t *testing.T) {
 		in   []byte
 		want string
 	}{
-		{"short", make([]byte, recordSize-1), "135 bytes"},
+		{"short", make([]byte, recordSize-1), "183 bytes"},
 		{"kind 0", rec{kind: 0}.bytes(), "unknown kind 0"},
-		{"kind 6", rec{kind: 6}.bytes(), "unknown kind 6"},
+		{"kind 10", rec{kind: 10}.bytes(), "unknown kind 10"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

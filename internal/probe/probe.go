@@ -12,6 +12,10 @@
 //	tcp_send_reset       every RST sent (sk_rst_reason, triggering segment's flags)
 //	kfree_skb            drop reasons in the configured set, TCP/UDP/ICMP only;
 //	                     NOT_SPECIFIED only when freed in ip_error
+//	neigh_timer_handler  an entry's move to FAILED (ARP/NDP gave up); entries
+//	                     in INCOMPLETE/PROBE are remembered in a map (what the
+//	                     entry failed from, since when), nothing is sent
+//	neigh_event_send_done nothing sent; remembers an entry entering INCOMPLETE
 //
 // Reason names come from the running kernel's BTF enums, locations from
 // /proc/kallsyms (needs CAP_SYSLOG; hex addresses without it). A drop's

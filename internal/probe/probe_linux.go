@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -171,6 +172,8 @@ func open(cfg Config, adjust func(*ebpf.CollectionSpec) error) (*Probe, error) {
 		{bpf.ProbeProgOnTcpReceiveReset, objs.OnTcpReceiveReset},
 		{bpf.ProbeProgOnTcpSendReset, objs.OnTcpSendReset},
 		{bpf.ProbeProgOnKfreeSkb, objs.OnKfreeSkb},
+		{bpf.ProbeProgOnNeighTimerHandler, objs.OnNeighTimerHandler},
+		{bpf.ProbeProgOnNeighEventSendDone, objs.OnNeighEventSendDone},
 	} {
 		name, prog := np.name, np.prog
 		hook := spec.Programs[name].SectionName
@@ -217,6 +220,9 @@ func enumValues(kspec *btf.Spec, enum, prefix string) (map[uint32]string, error)
 func adaptToKernel(spec *ebpf.CollectionSpec, kspec *btf.Spec) error {
 	nargs := map[string]int{}
 	for name, ps := range spec.Programs {
+		if !strings.HasPrefix(ps.SectionName, "tp_btf/") {
+			continue
+		}
 		var td *btf.Typedef
 		if err := kspec.TypeByName("btf_trace_"+ps.AttachTo, &td); err != nil {
 			return fmt.Errorf("probe: this kernel has no tracepoint %q (hook %s of program %s): %w", ps.AttachTo, ps.SectionName, name, err)
@@ -230,6 +236,9 @@ func adaptToKernel(spec *ebpf.CollectionSpec, kspec *btf.Spec) error {
 			return fmt.Errorf("probe: unexpected BTF for btf_trace_%s", ps.AttachTo)
 		}
 		nargs[ps.AttachTo] = len(fp.Params) - 1 // the first is the context
+	}
+	if err := spec.Variables[bpf.ProbeVarKernelHz].Set(kernelHZ()); err != nil {
+		return fmt.Errorf("probe: setting %s: %w", bpf.ProbeVarKernelHz, err)
 	}
 	for v, ok := range map[string]bool{
 		bpf.ProbeVarKfreeSkbHasRxSk:        nargs["kfree_skb"] >= 4,
@@ -415,8 +424,13 @@ func EnableStats() (io.Closer, error) {
 // programIDs lists the kernel IDs of the loaded programs (for tests).
 func (p *Probe) programIDs() []ebpf.ProgramID {
 	var ids []ebpf.ProgramID
-	for _, pr := range p.progs {
-		if info, err := pr.prog.Info(); err == nil {
+	v := reflect.ValueOf(p.objs.ProbePrograms)
+	for i := range v.NumField() {
+		prog, _ := v.Field(i).Interface().(*ebpf.Program)
+		if prog == nil {
+			continue
+		}
+		if info, err := prog.Info(); err == nil {
 			if id, ok := info.ID(); ok {
 				ids = append(ids, id)
 			}
@@ -428,8 +442,12 @@ func (p *Probe) programIDs() []ebpf.ProgramID {
 // mapIDs lists the kernel IDs of the maps (for tests).
 func (p *Probe) mapIDs() []ebpf.MapID {
 	var ids []ebpf.MapID
-	o := p.objs
-	for _, m := range []*ebpf.Map{o.DropLocations, o.DropReasons, o.DropReasonsExt, o.Events, o.Lost} {
+	v := reflect.ValueOf(p.objs.ProbeMaps)
+	for i := range v.NumField() {
+		m, _ := v.Field(i).Interface().(*ebpf.Map)
+		if m == nil {
+			continue
+		}
 		if info, err := m.Info(); err == nil {
 			if id, ok := info.ID(); ok {
 				ids = append(ids, id)
