@@ -250,6 +250,10 @@ type aggregate struct {
 	followUps int
 	omitted   int
 	closed    bool
+	// latest fact beyond MaxEvidence, rendered at emission (see addEvidence)
+	latest      signal.Signal
+	latestStart time.Time
+	hasLatest   bool
 }
 
 type pendingRef struct {
@@ -632,7 +636,7 @@ func (e *Engine) open(a *aggregate) {
 func (e *Engine) reopen(old *aggregate, at time.Time) *aggregate {
 	e.stats.AggregatesReopened++
 	a := &aggregate{key: old.key, d: old.d, windowEnd: at.Add(e.cfg.Window), emitted: old.d.Count}
-	a.d.Evidence = slices.Clone(old.d.Evidence)
+	a.d.Evidence = e.evidence(old)
 	e.open(a)
 	return a
 }
@@ -643,26 +647,30 @@ func (a *aggregate) touch(t time.Time) {
 	}
 }
 
-// evidenceTail is how many of the latest facts a full evidence list keeps
-// (the rest are the first ones): what changed last, e.g. the final timeout.
-const evidenceTail = 4
-
-// addEvidence adds the trigger's fact: appended while there is room, then
-// rotated through the last evidenceTail slots.
+// addEvidence adds the trigger's fact while the list has room. Beyond that
+// the latest fact still replaces the last entry, so what changed last (the
+// final close) is shown; it is kept as a signal and rendered only when the
+// aggregate is emitted, so a storm of repeats costs no formatting.
 func (e *Engine) addEvidence(a *aggregate, ev *pattern.Evidence) {
 	if ev.Trigger == nil {
 		return
 	}
-	n := len(a.d.Evidence)
-	if n < e.cfg.MaxEvidence {
+	if len(a.d.Evidence) < e.cfg.MaxEvidence {
 		a.d.Evidence = append(a.d.Evidence, pattern.Describe(ev, ev.Trigger))
 		return
 	}
 	a.omitted++
-	if tail := min(evidenceTail, n); tail > 0 {
-		copy(a.d.Evidence[n-tail:], a.d.Evidence[n-tail+1:])
-		a.d.Evidence[n-1] = pattern.Describe(ev, ev.Trigger)
+	a.latest, a.latestStart, a.hasLatest = *ev.Trigger, pattern.DescribeStart(ev, ev.Trigger), true
+}
+
+// evidence is a copy of the aggregate's evidence with the latest fact in
+// the last entry.
+func (e *Engine) evidence(a *aggregate) []diagnosis.Evidence {
+	out := slices.Clone(a.d.Evidence)
+	if a.hasLatest && len(out) > 0 {
+		out[len(out)-1] = pattern.DescribeSignal(e.cfg.NetnsNamer, &a.latest, a.latestStart)
 	}
+	return out
 }
 
 func rankNote(ps []pattern.Pattern, all []match, best int) string {
@@ -767,7 +775,7 @@ func (e *Engine) closeAggregate(a *aggregate) {
 		return
 	}
 	d := a.d
-	d.Evidence = append([]diagnosis.Evidence(nil), a.d.Evidence...)
+	d.Evidence = e.evidence(a)
 	d.Details += fmt.Sprintf(" Aggregated: %d occurrence(s) from %s to %s", d.Count,
 		d.FirstSeen.Format(time.RFC3339Nano), d.LastSeen.Format(time.RFC3339Nano))
 	if a.followUps > 0 {

@@ -521,3 +521,29 @@ func TestReopenAfterWindow(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// Storms are cheap: once a cause's evidence list is full, a repeat (four
+// signals of a refused connect) allocates nothing, nor does noise.
+func TestRepeatsDoNotAllocate(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	var seqs [][]signal.Signal
+	for i := range 400 {
+		seqs = append(seqs, refusedClosedPort(t0.Add(time.Duration(i)*time.Millisecond), uint16(20000+i), 8080))
+	}
+	for _, seq := range seqs[:100] {
+		observeAll(e, seq)
+	}
+	i := 100
+	allocs := testing.AllocsPerRun(200, func() {
+		observeAll(e, seqs[i])
+		i++
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per aggregated refusal, want 0", allocs)
+	}
+	noise := signal.Signal{Kind: signal.KindStateChange, Time: t0, Flow: tcpFlow(1, 2), OldState: signal.StateCloseWait,
+		State: signal.StateClose, SkErr: 32}
+	if a := testing.AllocsPerRun(100, func() { e.Observe(noise) }); a != 0 {
+		t.Errorf("%.1f allocations per noise signal, want 0", a)
+	}
+}

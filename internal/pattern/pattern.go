@@ -336,7 +336,22 @@ func (ev *Evidence) ConnectStart() time.Time {
 // Describe renders one signal as an evidence line in the context of the
 // connection (e.g. how long after the connect a retransmit came).
 func Describe(ev *Evidence, s *signal.Signal) diagnosis.Evidence {
-	ns := NetnsPhrase(ev.Namer, NetnsOf(s))
+	return DescribeSignal(ev.Namer, s, DescribeStart(ev, s))
+}
+
+// DescribeStart is the connect start Describe would use for s (zero when s
+// does not need one), so a caller can render s later with DescribeSignal.
+func DescribeStart(ev *Evidence, s *signal.Signal) time.Time {
+	if ClientClose(s) || s.Kind == signal.KindRetransmit && s.State == signal.StateSynSent {
+		return ev.ConnectStart()
+	}
+	return time.Time{}
+}
+
+// DescribeSignal renders s; connectStart (may be zero) dates a SYN
+// retransmit or a failed connect's close relative to the connect.
+func DescribeSignal(namer NetnsNamer, s *signal.Signal, connectStart time.Time) diagnosis.Evidence {
+	ns := NetnsPhrase(namer, NetnsOf(s))
 	var fact string
 	switch s.Kind {
 	case signal.KindDrop:
@@ -361,16 +376,16 @@ func Describe(ev *Evidence, s *signal.Signal) diagnosis.Evidence {
 		if s.SkErr != 0 {
 			fact += fmt.Sprintf(" with sk_err=%d (%s)", s.SkErr, ErrnoName(s.SkErr))
 		}
-		if start := ev.ConnectStart(); ClientClose(s) && !start.IsZero() {
-			fact += fmt.Sprintf(", %s after the connect started", roundAge(s.Time.Sub(start)))
+		if ClientClose(s) && !connectStart.IsZero() {
+			fact += fmt.Sprintf(", %s after the connect started", roundAge(s.Time.Sub(connectStart)))
 		}
 	case signal.KindRetransmit:
 		fact = fmt.Sprintf("%s retransmit in %s (icsk_retransmits=%d)", flagsOrNone(s.TCPFlags), s.State, s.Retransmits)
 		if s.Err != 0 {
 			fact += fmt.Sprintf(", send failed err=%d (%s)", s.Err, ErrnoName(s.Err))
 		}
-		if start := ev.ConnectStart(); s.State == signal.StateSynSent && !start.IsZero() {
-			fact += fmt.Sprintf(", %s after the connect started", roundAge(s.Time.Sub(start)))
+		if s.State == signal.StateSynSent && !connectStart.IsZero() {
+			fact += fmt.Sprintf(", %s after the connect started", roundAge(s.Time.Sub(connectStart)))
 		}
 	default:
 		fact = s.String()
