@@ -57,7 +57,8 @@
 //     CIDR or except, port or endPort out of range, unknown protocol or
 //     policy type, malformed peer) is left out of every verdict, as if the
 //     API server had refused it, and reported as a PolicyError naming the
-//     field; the other policies are unaffected.
+//     field (Build, SetPolicy, Errors, and Verdict.Skipped for the
+//     namespaces of a flow's pods); the other policies are unaffected.
 //
 // # Misses and resolutions
 //

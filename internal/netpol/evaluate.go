@@ -179,6 +179,12 @@ func (x *Index) evaluate(f Flow, level detail) (Verdict, error) {
 	v.Egress = x.judge(Egress, &q, level)
 	v.Ingress = x.judge(Ingress, &q, level)
 	v.Allowed = v.Egress.Allowed && v.Ingress.Allowed
+	if q.src.ns != nil && len(q.src.ns.broken) > 0 {
+		v.Skipped = q.src.ns.brokenIn(v.Skipped)
+	}
+	if q.dst.ns != nil && q.dst.ns != q.src.ns && len(q.dst.ns.broken) > 0 {
+		v.Skipped = q.dst.ns.brokenIn(v.Skipped)
+	}
 	return v, nil
 }
 

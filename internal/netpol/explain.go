@@ -11,17 +11,23 @@ import (
 //	its 2 ingress rules admits pods labelled `tier=frontend` in namespace `prod` on TCP 8080 (rule
 //	`spec.ingress[0]` wants `role=api`; rule `spec.ingress[1]` allows port 9090) — fix: label the client ...
 func (v *Verdict) Explain() string {
+	var s string
 	if v.Allowed {
-		return "allowed: " + v.Egress.explainAllowed(v, true) + "; " + v.Ingress.explainAllowed(v, false)
+		s = "allowed: " + v.Egress.explainAllowed(v, true) + "; " + v.Ingress.explainAllowed(v, false)
+	} else {
+		var parts []string
+		if !v.Egress.Allowed {
+			parts = append(parts, v.Egress.explainDenied(v))
+		}
+		if !v.Ingress.Allowed {
+			parts = append(parts, v.Ingress.explainDenied(v))
+		}
+		s = strings.Join(parts, "; and ")
 	}
-	var parts []string
-	if !v.Egress.Allowed {
-		parts = append(parts, v.Egress.explainDenied(v))
+	for _, e := range v.Skipped {
+		s += " (not evaluated: " + e.Error() + ")"
 	}
-	if !v.Ingress.Allowed {
-		parts = append(parts, v.Ingress.explainDenied(v))
-	}
-	return strings.Join(parts, "; and ")
+	return s
 }
 
 func (v *Verdict) side(egress bool) (self *Pod, selfKind EndpointKind, peer *Pod, peerKind EndpointKind, peerEP Endpoint) {

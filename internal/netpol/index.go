@@ -39,6 +39,8 @@ type nsState struct {
 	// unanchored holds the others (empty selectors, only set-based terms).
 	byLabel    map[labelKV][]*compiledPolicy
 	unanchored []*compiledPolicy
+	// broken holds the policies of this namespace that did not compile.
+	broken map[string]PolicyError
 }
 
 // Index holds the cluster snapshot the evaluator answers from. It is safe for
@@ -50,7 +52,6 @@ type Index struct {
 	ns       map[string]*nsState
 	podsByIP map[netip.Addr]*Pod // pod-network pods only
 	hostIPs  map[netip.Addr]*Pod // host-network pods, for naming them in verdicts
-	errs     map[string]PolicyError
 }
 
 // NewIndex returns an empty index.
@@ -60,7 +61,6 @@ func NewIndex(opts Options) *Index {
 		ns:       map[string]*nsState{},
 		podsByIP: map[netip.Addr]*Pod{},
 		hostIPs:  map[netip.Addr]*Pod{},
-		errs:     map[string]PolicyError{},
 	}
 }
 
@@ -94,6 +94,7 @@ func (x *Index) nsLocked(name string) *nsState {
 			pods:     map[string]*Pod{},
 			policies: map[string]*compiledPolicy{},
 			byLabel:  map[labelKV][]*compiledPolicy{},
+			broken:   map[string]PolicyError{},
 		}
 		x.ns[name] = n
 	}
@@ -128,11 +129,6 @@ func (x *Index) DeleteNamespace(name string) {
 	}
 	for _, p := range s.pods {
 		x.unindexPodLocked(p)
-	}
-	for pn := range x.errs {
-		if e := x.errs[pn]; e.Namespace == name {
-			delete(x.errs, pn)
-		}
 	}
 	delete(x.ns, name)
 }
@@ -196,24 +192,31 @@ func copyLabels(m map[string]string) map[string]string {
 
 func policyKey(ns, name string) string { return ns + "/" + name }
 
+// brokenIn appends the namespace's uncompilable policies, sorted by name.
+func (s *nsState) brokenIn(out []PolicyError) []PolicyError {
+	start := len(out)
+	for _, e := range s.broken {
+		out = append(out, e)
+	}
+	slices.SortFunc(out[start:], func(a, b PolicyError) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
 // SetPolicy adds or replaces a policy. A policy that does not compile is
 // removed from evaluation and its error returned (and kept in Errors).
 func (x *Index) SetPolicy(p *networkingv1.NetworkPolicy) *PolicyError {
 	cp, perr := compilePolicy(p)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	key := policyKey(p.Namespace, p.Name)
-	if s := x.ns[p.Namespace]; s != nil {
-		if old := s.policies[p.Name]; old != nil {
-			s.removePolicy(old)
-		}
+	s := x.nsLocked(p.Namespace)
+	if old := s.policies[p.Name]; old != nil {
+		s.removePolicy(old)
 	}
-	delete(x.errs, key)
+	delete(s.broken, p.Name)
 	if perr != nil {
-		x.errs[key] = *perr
+		s.broken[p.Name] = *perr
 		return perr
 	}
-	s := x.nsLocked(p.Namespace)
 	s.policies[p.Name] = cp
 	if cp.anchorKey == "" {
 		s.unanchored = append(s.unanchored, cp)
@@ -230,8 +233,8 @@ func (x *Index) SetPolicy(p *networkingv1.NetworkPolicy) *PolicyError {
 func (x *Index) DeletePolicy(namespace, name string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	delete(x.errs, policyKey(namespace, name))
 	if s := x.ns[namespace]; s != nil {
+		delete(s.broken, name)
 		if old := s.policies[name]; old != nil {
 			s.removePolicy(old)
 		}
@@ -269,9 +272,11 @@ func removePtr(l []*compiledPolicy, p *compiledPolicy) []*compiledPolicy {
 func (x *Index) Errors() []PolicyError {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	out := make([]PolicyError, 0, len(x.errs))
-	for _, e := range x.errs {
-		out = append(out, e)
+	var out []PolicyError
+	for _, s := range x.ns {
+		for _, e := range s.broken {
+			out = append(out, e)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return policyKey(out[i].Namespace, out[i].Name) < policyKey(out[j].Namespace, out[j].Name)

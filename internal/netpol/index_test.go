@@ -114,6 +114,16 @@ spec: {podSelector: {matchLabels: {app: backend}}}
 	if v.Allowed || len(v.Ingress.Selecting) != 1 || v.Ingress.Selecting[0].Name != "deny" {
 		t.Errorf("valid policy not enforced next to broken ones: %s", v.Explain())
 	}
+	// The verdict names the policies it had to leave out, sorted by name.
+	if len(v.Skipped) != len(bad) || v.Skipped[0].Name != "bad-cidr" {
+		t.Errorf("Skipped = %v", v.Skipped)
+	}
+	if want := "(not evaluated: NetworkPolicy prod/bad-cidr: spec.egress[0].to[0].ipBlock.cidr: invalid CIDR"; !strings.Contains(v.Explain(), want) {
+		t.Errorf("Explain does not report the broken policy: %s", v.Explain())
+	}
+	if v2 := mustEval(t, x, tcp(podEP("dev", "tester"), podEP("dev", "node-agent"), 80)); len(v2.Skipped) != 0 {
+		t.Errorf("broken policies of another namespace reported: %v", v2.Skipped)
+	}
 	// Fixing a broken policy clears its error.
 	x.SetPolicy(policyYAML(t, `
 metadata: {name: bad-op, namespace: prod}
@@ -121,6 +131,10 @@ spec: {podSelector: {}}
 `))
 	if got := len(x.Errors()); got != len(bad)-1 {
 		t.Errorf("after fix Errors() has %d entries, want %d", got, len(bad)-1)
+	}
+	x.DeletePolicy("prod", "bad-cidr")
+	if got := len(mustEval(t, x, tcp(podEP("prod", "frontend-1"), podEP("prod", "backend-7c9"), 80)).Skipped); got != len(bad)-2 {
+		t.Errorf("after delete %d skipped, want %d", got, len(bad)-2)
 	}
 }
 

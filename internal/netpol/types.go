@@ -248,4 +248,8 @@ type Verdict struct {
 	Ingress  DirectionVerdict
 	Allowed  bool
 	Protocol corev1.Protocol
+	// Skipped lists the policies of the source's and the destination's
+	// namespaces that did not compile and were left out: had one of them
+	// been meant to apply, the verdict could differ. Not set by Allowed.
+	Skipped []PolicyError
 }
