@@ -595,3 +595,150 @@ int on_neigh_event_send_done(u64 *ctx)
 		note_resolving(n, NUD_INCOMPLETE);
 	return 0;
 }
+
+/* connect() arguments of a task inside the syscall, in task-local storage
+ * (cheaper than a hash keyed by pid: no hashing, no shared buckets; freed
+ * with the task). */
+struct connect_call {
+	__u64 uaddr;
+	__u32 fd;
+	__u32 addrlen;
+	__u8 active;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct connect_call);
+} connect_calls SEC(".maps");
+
+/* Every connect() of the host passes here: store the arguments, nothing
+ * else. */
+SEC("tracepoint/syscalls/sys_enter_connect")
+int on_sys_enter_connect(struct sys_enter_connect_args *ctx)
+{
+	struct connect_call *c;
+
+	c = bpf_task_storage_get(&connect_calls, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!c)
+		return 0;
+	c->uaddr = ctx->uservaddr;
+	c->fd = (__u32)ctx->fd;
+	c->addrlen = (__u32)ctx->addrlen;
+	c->active = 1;
+	return 0;
+}
+
+/* errno values (include/uapi/asm-generic/errno*.h, kernel ABI). */
+#define NC_EINTR 4
+#define NC_EBADF 9
+#define NC_EAGAIN 11
+#define NC_EFAULT 14
+#define NC_ENOTSOCK 88
+#define NC_EISCONN 106
+#define NC_EALREADY 114
+#define NC_EINPROGRESS 115
+#define NC_ERESTARTSYS 512
+
+/* connect() returned: report errors of IPv4/IPv6 sockets, except those that
+ * mean "not finished yet" or "not a network failure": EINPROGRESS,
+ * EALREADY, EISCONN, EAGAIN (non-blocking progress), EINTR and the
+ * kernel-internal restart codes (a signal), EBADF/ENOTSOCK/EFAULT (program
+ * errors). */
+SEC("tracepoint/syscalls/sys_exit_connect")
+int on_sys_exit_connect(struct sys_exit_connect_args *ctx)
+{
+	struct connect_call *c;
+	struct connect_call call;
+	long ret = ctx->ret;
+	struct nc_event e = {};
+	struct task_struct *task;
+	struct fdtable *fdt;
+	struct file *file = 0;
+	struct sock *sk = 0;
+	__u16 family;
+
+	/* Success path: one comparison. The stored arguments stay behind;
+	 * the next sys_enter_connect overwrites them. */
+	if (ret >= 0 || ret <= -NC_ERESTARTSYS)
+		return 0;
+	switch (-ret) {
+	case NC_EINPROGRESS:
+	case NC_EALREADY:
+	case NC_EISCONN:
+	case NC_EAGAIN:
+	case NC_EINTR:
+	case NC_EBADF:
+	case NC_ENOTSOCK:
+	case NC_EFAULT:
+		return 0;
+	}
+	c = bpf_task_storage_get(&connect_calls, bpf_get_current_task_btf(), 0, 0);
+	if (!c || !c->active)
+		return 0;
+	call = *c;
+	c->active = 0;
+	if (!call.uaddr || bpf_probe_read_user(&family, sizeof(family), (void *)call.uaddr))
+		return 0;
+	if (family == AF_INET && call.addrlen >= 16) {
+		__u8 sin[8];
+
+		if (bpf_probe_read_user(sin, sizeof(sin), (void *)call.uaddr))
+			return 0;
+		e.dport = (__u16)sin[2] << 8 | sin[3];
+		__builtin_memcpy(e.daddr, &sin[4], 4);
+	} else if (family == AF_INET6 && call.addrlen >= 24) {
+		__u8 sin6[24];
+
+		if (bpf_probe_read_user(sin6, sizeof(sin6), (void *)call.uaddr))
+			return 0;
+		e.dport = (__u16)sin6[2] << 8 | sin6[3];
+		__builtin_memcpy(e.daddr, &sin6[8], 16);
+	} else {
+		return 0;
+	}
+	e.kind = NC_KIND_CONNECT_ERROR;
+	e.family = family;
+	e.err = (int)ret;
+	e.flags |= NC_F_FLOW | NC_F_ERR;
+
+	/* The socket behind the fd: protocol, local address, netns. */
+	task = (struct task_struct *)bpf_get_current_task();
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (fdt && call.fd < BPF_CORE_READ(fdt, max_fds)) {
+		struct file **fds = BPF_CORE_READ(fdt, fd);
+
+		/* A plain read: inside bpf_core_read the call.fd access would
+		 * become a CO-RE relocation against our own struct. */
+		bpf_probe_read_kernel(&file, sizeof(file), fds + call.fd);
+	}
+	if (file) {
+		struct socket *sock = BPF_CORE_READ(file, private_data);
+
+		sk = BPF_CORE_READ(sock, sk);
+	}
+	if (sk) {
+		__u16 skfam = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+		if (skfam != AF_INET && skfam != AF_INET6)
+			return 0;
+		e.proto = BPF_CORE_READ(sk, sk_protocol);
+		e.sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+		if (family == AF_INET) {
+			__be32 a = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+
+			__builtin_memcpy(e.saddr, &a, 4);
+		} else {
+			bpf_core_read(e.saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		}
+		e.state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		e.sock_cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+		e.flags |= NC_F_SOCK;
+		fill_netns(&e, BPF_CORE_READ(sk, __sk_common.skc_net.net));
+	} else {
+		fill_netns(&e, BPF_CORE_READ(task, nsproxy, net_ns));
+	}
+	submit(&e);
+	return 0;
+}

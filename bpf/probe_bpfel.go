@@ -13,6 +13,15 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type ProbeConnectCall struct {
+	_       structs.HostLayout
+	Uaddr   uint64
+	Fd      uint32
+	Addrlen uint32
+	Active  uint8
+	_       [7]byte
+}
+
 type ProbeLocRange struct {
 	_  structs.HostLayout
 	Lo uint64
@@ -68,6 +77,7 @@ type ProbeNeighSeen struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	ProbeMapConnectCalls           = "connect_calls"
 	ProbeMapDropLocations          = "drop_locations"
 	ProbeMapDropReasons            = "drop_reasons"
 	ProbeMapDropReasonsExt         = "drop_reasons_ext"
@@ -78,6 +88,8 @@ const (
 	ProbeProgOnKfreeSkb            = "on_kfree_skb"
 	ProbeProgOnNeighEventSendDone  = "on_neigh_event_send_done"
 	ProbeProgOnNeighTimerHandler   = "on_neigh_timer_handler"
+	ProbeProgOnSysEnterConnect     = "on_sys_enter_connect"
+	ProbeProgOnSysExitConnect      = "on_sys_exit_connect"
 	ProbeProgOnTcpReceiveReset     = "on_tcp_receive_reset"
 	ProbeProgOnTcpRetransmitSkb    = "on_tcp_retransmit_skb"
 	ProbeProgOnTcpSendReset        = "on_tcp_send_reset"
@@ -134,6 +146,8 @@ type ProbeProgramSpecs struct {
 	OnKfreeSkb           *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
 	OnNeighEventSendDone *ebpf.ProgramSpec `ebpf:"on_neigh_event_send_done"`
 	OnNeighTimerHandler  *ebpf.ProgramSpec `ebpf:"on_neigh_timer_handler"`
+	OnSysEnterConnect    *ebpf.ProgramSpec `ebpf:"on_sys_enter_connect"`
+	OnSysExitConnect     *ebpf.ProgramSpec `ebpf:"on_sys_exit_connect"`
 	OnTcpReceiveReset    *ebpf.ProgramSpec `ebpf:"on_tcp_receive_reset"`
 	OnTcpRetransmitSkb   *ebpf.ProgramSpec `ebpf:"on_tcp_retransmit_skb"`
 	OnTcpSendReset       *ebpf.ProgramSpec `ebpf:"on_tcp_send_reset"`
@@ -143,6 +157,7 @@ type ProbeProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeMapSpecs struct {
+	ConnectCalls   *ebpf.MapSpec `ebpf:"connect_calls"`
 	DropLocations  *ebpf.MapSpec `ebpf:"drop_locations"`
 	DropReasons    *ebpf.MapSpec `ebpf:"drop_reasons"`
 	DropReasonsExt *ebpf.MapSpec `ebpf:"drop_reasons_ext"`
@@ -182,6 +197,7 @@ func (o *ProbeObjects) Close() error {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbeMaps struct {
+	ConnectCalls   *ebpf.Map `ebpf:"connect_calls"`
 	DropLocations  *ebpf.Map `ebpf:"drop_locations"`
 	DropReasons    *ebpf.Map `ebpf:"drop_reasons"`
 	DropReasonsExt *ebpf.Map `ebpf:"drop_reasons_ext"`
@@ -192,6 +208,7 @@ type ProbeMaps struct {
 
 func (m *ProbeMaps) Close() error {
 	return _ProbeClose(
+		m.ConnectCalls,
 		m.DropLocations,
 		m.DropReasons,
 		m.DropReasonsExt,
@@ -220,6 +237,8 @@ type ProbePrograms struct {
 	OnKfreeSkb           *ebpf.Program `ebpf:"on_kfree_skb"`
 	OnNeighEventSendDone *ebpf.Program `ebpf:"on_neigh_event_send_done"`
 	OnNeighTimerHandler  *ebpf.Program `ebpf:"on_neigh_timer_handler"`
+	OnSysEnterConnect    *ebpf.Program `ebpf:"on_sys_enter_connect"`
+	OnSysExitConnect     *ebpf.Program `ebpf:"on_sys_exit_connect"`
 	OnTcpReceiveReset    *ebpf.Program `ebpf:"on_tcp_receive_reset"`
 	OnTcpRetransmitSkb   *ebpf.Program `ebpf:"on_tcp_retransmit_skb"`
 	OnTcpSendReset       *ebpf.Program `ebpf:"on_tcp_send_reset"`
@@ -231,6 +250,8 @@ func (p *ProbePrograms) Close() error {
 		p.OnKfreeSkb,
 		p.OnNeighEventSendDone,
 		p.OnNeighTimerHandler,
+		p.OnSysEnterConnect,
+		p.OnSysExitConnect,
 		p.OnTcpReceiveReset,
 		p.OnTcpRetransmitSkb,
 		p.OnTcpSendReset,

@@ -40,10 +40,19 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
+	BPF_MAP_TYPE_TASK_STORAGE = 29,
 };
 
 enum {
 	BPF_ANY = 0,
+};
+
+enum {
+	BPF_F_NO_PREALLOC = 1,
+};
+
+enum {
+	BPF_LOCAL_STORAGE_GET_F_CREATE = 1,
 };
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
@@ -148,6 +157,49 @@ struct neighbour {
 	u8 primary_key[0];
 };
 
+struct file {
+	void *private_data;
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct nsproxy {
+	struct net *net_ns;
+};
+
+struct task_struct {
+	struct files_struct *files;
+	struct nsproxy *nsproxy;
+};
+
+struct socket {
+	short type;
+	struct sock *sk;
+};
+
 #pragma clang attribute pop
+
+/* Classic tracepoint records of syscalls:sys_{enter,exit}_connect
+ * (tracefs events/syscalls/.../format; fixed layout, not CO-RE). */
+struct sys_enter_connect_args {
+	__u64 common;
+	int syscall_nr;
+	__u64 fd;
+	__u64 uservaddr;
+	__u64 addrlen;
+};
+
+struct sys_exit_connect_args {
+	__u64 common;
+	int syscall_nr;
+	long ret;
+};
 
 #endif /* NC_VMLINUX_H */

@@ -33,6 +33,14 @@ func TestCapabilities(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open with CAP_BPF and CAP_PERFMON: %v", err)
 		}
+		// Optional hooks may be missing (no tracefs to read without
+		// CAP_SYS_ADMIN); each must say what is missing.
+		for _, u := range p.Unavailable() {
+			t.Logf("unavailable: %v", u)
+			if !strings.Contains(u.Error(), "tracefs") {
+				t.Errorf("unavailable hook error %q does not say what is missing", u)
+			}
+		}
 		if err := p.Close(); err != nil {
 			t.Fatal(err)
 		}

@@ -205,6 +205,14 @@ func TestDecode(t *testing.T) {
 			want: signal.Signal{Kind: signal.KindNeighFailed, Time: at, NeighState: signal.NUDIncomplete},
 		},
 		{
+			name: "connect error",
+			in: rec{ts: 5_000_000_123, kind: 7, family: afInet, proto: 6, flags: flagFlow | flagErr | flagSock,
+				saddr: netip.IPv4Unspecified(), daddr: v4b, dport: 443, err: -113, state: 7, pid: 42, comm: "curl", netnsInum: 5},
+			want: signal.Signal{Kind: signal.KindConnectError, Time: at,
+				Flow: signal.Flow{Proto: 6, Src: netip.IPv4Unspecified(), Dst: v4b, DstPort: 443},
+				Err:  -113, State: signal.StateClose, PID: 42, Comm: "curl", NetnsInode: 5},
+		},
+		{
 			name: "full-length comm and dev are not truncated",
 			in:   rec{ts: 5_000_000_123, kind: 5, comm: "abcdefghijklmno", dev: "0123456789abcde"},
 			want: signal.Signal{Kind: signal.KindDrop, Time: at, Comm: "abcdefghijklmno", Dev: "0123456789abcde"},

@@ -16,6 +16,14 @@
 //	                     in INCOMPLETE/PROBE are remembered in a map (what the
 //	                     entry failed from, since when), nothing is sent
 //	neigh_event_send_done nothing sent; remembers an entry entering INCOMPLETE
+//	sys_enter_connect    (classic tracepoint) stores fd and sockaddr pointer per task
+//	sys_exit_connect     connect() errors of IPv4/IPv6 sockets, not EINPROGRESS,
+//	                     EALREADY, EISCONN, EAGAIN, EINTR/restart, EBADF,
+//	                     ENOTSOCK, EFAULT; pid/comm are the caller's
+//
+// The syscall tracepoints need tracefs for their IDs: a mounted one, or
+// one mounted privately (CAP_SYS_ADMIN). Without either they are left out
+// and Unavailable says so. connect() through io_uring is not seen.
 //
 // Reason names come from the running kernel's BTF enums, locations from
 // /proc/kallsyms (needs CAP_SYSLOG; hex addresses without it). A drop's

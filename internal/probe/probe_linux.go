@@ -36,6 +36,9 @@ type Probe struct {
 	dec     decoder
 	running atomic.Bool
 
+	// unavailable lists optional hooks that could not be attached.
+	unavailable []error
+
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool
@@ -188,6 +191,7 @@ func open(cfg Config, adjust func(*ebpf.CollectionSpec) error) (*Probe, error) {
 		p.links = append(p.links, l)
 		p.progs = append(p.progs, progRef{name: name, hook: hook, prog: prog})
 	}
+	p.attachConnectHooks(spec)
 	rd, err := ringbuf.NewReader(objs.Events)
 	if err != nil {
 		p.Close()
@@ -195,6 +199,37 @@ func open(cfg Config, adjust func(*ebpf.CollectionSpec) error) (*Probe, error) {
 	}
 	p.rd = rd
 	return p, nil
+}
+
+// attachConnectHooks attaches the connect() syscall tracepoints. They are
+// optional: without tracefs (and without CAP_SYS_ADMIN to mount it
+// privately) the other probes still work and Unavailable says why.
+func (p *Probe) attachConnectHooks(spec *ebpf.CollectionSpec) {
+	// Exit first: an exit hook alone finds no arguments and sends nothing,
+	// an enter hook alone would only fill its map.
+	for _, tp := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{bpf.ProbeProgOnSysExitConnect, p.objs.OnSysExitConnect},
+		{bpf.ProbeProgOnSysEnterConnect, p.objs.OnSysEnterConnect},
+	} {
+		hook := spec.Programs[tp.name].SectionName
+		group, event, _ := strings.Cut(strings.TrimPrefix(hook, "tracepoint/"), "/")
+		l, err := attachTracepoint(tp.prog, group, event)
+		if err != nil {
+			p.unavailable = append(p.unavailable, fmt.Errorf("probe: connect() errors are not reported: %w", err))
+			return
+		}
+		p.links = append(p.links, l)
+		p.progs = append(p.progs, progRef{name: tp.name, hook: hook, prog: tp.prog})
+	}
+}
+
+// Unavailable lists the optional hooks that could not be attached, each
+// error saying what is missing; the other probes work without them.
+func (p *Probe) Unavailable() []error {
+	return append([]error(nil), p.unavailable...)
 }
 
 // enumValues maps the values of a kernel enum to their names without prefix.

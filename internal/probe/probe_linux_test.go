@@ -291,14 +291,14 @@ func TestFirewallDrop(t *testing.T) {
 // counts what it could not queue; every record is either read or counted.
 func TestLostCounter(t *testing.T) {
 	requireProbe(t)
-	p, err := Open(Config{RingBufferBytes: 1}) // one page: 28 records
+	p, err := Open(Config{RingBufferBytes: 1}) // one page: 21 records
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { p.Close() })
 	ns := newTestNetns(t)
 	lo := netip.MustParseAddr("127.0.0.1")
-	const refused = 50 // 4 records each: drop, reset sent, reset received, state change
+	const refused = 50 // 5 records each: drop, reset sent, reset received, state change, connect error
 	for range refused {
 		var fd int
 		ns.run(func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0) })
@@ -312,7 +312,7 @@ func TestLostCounter(t *testing.T) {
 	}
 	lost := p.Lost()
 	if lost == 0 {
-		t.Fatalf("Lost() = 0 after %d records into a one-page ring buffer", refused*4)
+		t.Fatalf("Lost() = 0 after %d records into a one-page ring buffer", refused*5)
 	}
 	var read int
 	ctx, cancel := context.WithCancel(context.Background())
@@ -333,8 +333,8 @@ func TestLostCounter(t *testing.T) {
 		t.Errorf("Run after Close returned %v, want nil", err)
 	}
 	cancel()
-	if got := uint64(read) + lost; got != refused*4 {
-		t.Errorf("read %d + lost %d = %d records, want %d", read, lost, got, refused*4)
+	if got := uint64(read) + lost; got != refused*5 {
+		t.Errorf("read %d + lost %d = %d records, want %d", read, lost, got, refused*5)
 	}
 	if p.Lost() != lost {
 		t.Errorf("Lost() after Close = %d, want %d", p.Lost(), lost)

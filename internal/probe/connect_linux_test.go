@@ -1,0 +1,124 @@
+//go:build linux
+
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/network-correlator/network-correlator/internal/lab"
+	"github.com/network-correlator/network-correlator/internal/signal"
+)
+
+// connectFrom runs one connect() in h's namespace and returns its error and
+// the socket's local port.
+func connectFrom(t *testing.T, h *lab.Host, typ int, to netip.AddrPort, nonblock bool) (error, uint16) {
+	t.Helper()
+	var cerr error
+	var lport uint16
+	err := h.Do(func() error {
+		flags := unix.SOCK_CLOEXEC
+		if nonblock {
+			flags |= unix.SOCK_NONBLOCK
+		}
+		fd, err := unix.Socket(unix.AF_INET, typ|flags, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		cerr = unix.Connect(fd, sockaddr(to.Addr(), int(to.Port())))
+		if sa, err := unix.Getsockname(fd); err == nil {
+			lport = uint16(sa.(*unix.SockaddrInet4).Port)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("socket in %s: %v", h.Name, err)
+	}
+	return cerr, lport
+}
+
+// connect() errors that change no socket state (a blackhole, unreachable
+// or prohibit route, or no route at all in the caller's own namespace) and
+// a blocking connect refused by the peer are reported from the syscall's
+// return with the errno, the destination, the protocol, the caller's pid
+// and its namespace. A non-blocking connect in progress is not an error.
+func TestConnectError(t *testing.T) {
+	requireProbe(t)
+	p, col := startProbe(t, Config{})
+	if u := p.Unavailable(); len(u) != 0 {
+		t.Fatalf("connect hooks not attached: %v", u)
+	}
+	l := lab.New(t)
+	tests := []struct {
+		name     string
+		route    []string // added in the host's namespace; nil: none
+		dst      string
+		port     uint16
+		typ      int
+		nonblock bool
+		errno    unix.Errno // 0: no signal expected
+	}{
+		{"blackhole route", []string{"blackhole", "198.51.100.0/24"}, "198.51.100.7", 443, unix.SOCK_STREAM, false, unix.EINVAL},
+		{"unreachable route", []string{"unreachable", "198.51.100.0/24"}, "198.51.100.7", 443, unix.SOCK_STREAM, false, unix.EHOSTUNREACH},
+		{"prohibit route", []string{"prohibit", "198.51.100.0/24"}, "198.51.100.7", 443, unix.SOCK_STREAM, false, unix.EACCES},
+		{"unreachable route, UDP", []string{"unreachable", "198.51.100.0/24"}, "198.51.100.7", 53, unix.SOCK_DGRAM, false, unix.EHOSTUNREACH},
+		{"no route", []string{"del", "default"}, "198.51.100.7", 443, unix.SOCK_STREAM, false, unix.ENETUNREACH},
+		{"refused, blocking", nil, "", 4280, unix.SOCK_STREAM, false, unix.ECONNREFUSED},
+		{"in progress, non-blocking", nil, "", 4281, unix.SOCK_STREAM, true, 0},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := l.MustAddHost(t, fmt.Sprintf("c%d", i))
+			if tt.route != nil {
+				args := append([]string{"route", "add"}, tt.route...)
+				if tt.route[0] == "del" {
+					args = append([]string{"route"}, tt.route...)
+				}
+				mustRun(t, h, "ip", args...)
+			}
+			dst := l.Node().IP // the gateway: nobody listens on the port
+			if tt.dst != "" {
+				dst = netip.MustParseAddr(tt.dst)
+			}
+			to := netip.AddrPortFrom(dst, tt.port)
+			cerr, lport := connectFrom(t, h, tt.typ, to, tt.nonblock)
+			want := error(tt.errno)
+			if tt.errno == 0 {
+				want = unix.EINPROGRESS
+			}
+			if !errors.Is(cerr, want) {
+				t.Fatalf("connect = %v, want %v", cerr, want)
+			}
+			ofHost := func(s signal.Signal) bool {
+				return s.Kind == signal.KindConnectError && s.NetnsInode == h.Inode
+			}
+			if tt.errno == 0 {
+				time.Sleep(300 * time.Millisecond)
+				if got := col.matching(ofHost); len(got) != 0 {
+					t.Errorf("connect_error for %v:\n%s", cerr, dump(got))
+				}
+				return
+			}
+			s, ok := col.waitFor(ofHost, 2*time.Second)
+			if !ok {
+				t.Fatalf("no connect_error in %s", h.Name)
+			}
+			proto := signal.ProtoTCP
+			if tt.typ == unix.SOCK_DGRAM {
+				proto = signal.ProtoUDP
+			}
+			if s.Err != -int32(tt.errno) || s.Flow.Dst != dst || s.Flow.DstPort != tt.port || s.Flow.Proto != proto ||
+				s.PID != uint32(os.Getpid()) || s.NetnsCookie == 0 || s.Flow.SrcPort != lport {
+				t.Errorf("connect_error = %s, want err %d to proto %d %v from pid %d, local port %d",
+					dump([]signal.Signal{s}), -int32(tt.errno), proto, to, os.Getpid(), lport)
+			}
+		})
+	}
+}
