@@ -1,0 +1,217 @@
+//go:build linux
+
+package hostctx
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Netfilter attributes netfilter drops to the rule that made them. It reads
+// each namespace's nftables ruleset over netlink (iptables-nft rules are
+// nftables rules too), keeps it for TTL, and interprets the rules against
+// the dropped packet's headers.
+//
+// The correlator calls it when it emits a diagnosis of a NETFILTER_DROP, not
+// per packet: a cache miss costs one netlink dump per chain and set of the
+// namespace (about a millisecond for a few hundred rules), a hit only the
+// interpretation, bounded by maxRuleEvals.
+type Netfilter struct {
+	names *NetnsNames
+	// TTL bounds how stale a ruleset (and its counters) may be. Rulesets
+	// change, so keep it short.
+	TTL time.Duration
+	// MaxNamespaces bounds the cache; beyond it the oldest entry goes.
+	MaxNamespaces int
+
+	mu    sync.Mutex
+	cache map[uint32]*nfEntry
+	now   func() time.Time
+}
+
+type nfEntry struct {
+	rs    *ruleset
+	local map[netip.Addr]bool // the namespace's own addresses, for PathUnknown
+	links map[string]uint32   // device name -> ifindex
+	at    time.Time
+}
+
+// NewNetfilter returns an attributor; names may be nil (RuleMatch.Netns
+// then says "netns:<inode>").
+func NewNetfilter(names *NetnsNames) *Netfilter {
+	return &Netfilter{names: names, TTL: 2 * time.Second, MaxNamespaces: 64, cache: map[uint32]*nfEntry{}, now: time.Now}
+}
+
+// Attribute finds the rule in the packet's namespace that drops or rejects
+// it. The error says why none was found (namespace gone, no permission, no
+// dropping rule in the current ruleset).
+func (n *Netfilter) Attribute(p Packet) (*RuleMatch, error) {
+	if p.NetnsInode == 0 {
+		return nil, errors.New("netfilter attribution: packet without a network namespace")
+	}
+	e, err := n.entry(p.NetnsInode)
+	if err != nil {
+		return nil, err
+	}
+	if p.Path == PathUnknown {
+		p.Path = inferPath(p, e.local)
+	}
+	p.InIface, p.InIfindex = e.device(p.InIface, p.InIfindex)
+	p.OutIface, p.OutIfindex = e.device(p.OutIface, p.OutIfindex)
+	m, err := e.rs.attribute(p)
+	if err != nil {
+		return nil, fmt.Errorf("netns %s: %w", n.name(p.NetnsInode), err)
+	}
+	m.Netns = n.name(p.NetnsInode)
+	return m, nil
+}
+
+// device completes a device's name from its index or the reverse.
+func (e *nfEntry) device(name string, index uint32) (string, uint32) {
+	if name != "" && index == 0 {
+		return name, e.links[name]
+	}
+	if name == "" && index != 0 {
+		for n, i := range e.links {
+			if i == index {
+				return n, index
+			}
+		}
+	}
+	return name, index
+}
+
+func (n *Netfilter) name(ino uint32) string {
+	if n.names == nil {
+		return fmt.Sprintf("netns:%d", ino)
+	}
+	return n.names.Name(ino, 0)
+}
+
+// inferPath: a packet to one of the namespace's addresses went through
+// input, one from them through output, any other was forwarded.
+func inferPath(p Packet, local map[netip.Addr]bool) Path {
+	switch {
+	case local[p.Dst.Unmap()]:
+		return PathInput
+	case local[p.Src.Unmap()]:
+		return PathOutput
+	case len(local) > 0:
+		return PathForward
+	}
+	return PathUnknown
+}
+
+func (n *Netfilter) entry(ino uint32) (*nfEntry, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	now := n.now()
+	if e, ok := n.cache[ino]; ok && now.Sub(e.at) < n.TTL {
+		return e, nil
+	}
+	// The lock is held across the load: concurrent callers for the same
+	// namespace wait for one dump instead of making their own.
+	e, err := loadNetfilter(ino)
+	if err != nil {
+		delete(n.cache, ino)
+		return nil, err
+	}
+	e.at = now
+	for k, old := range n.cache {
+		if now.Sub(old.at) >= n.TTL {
+			delete(n.cache, k)
+		}
+	}
+	if len(n.cache) >= n.MaxNamespaces {
+		var oldest uint32
+		for k, old := range n.cache {
+			if oldest == 0 || old.at.Before(n.cache[oldest].at) {
+				oldest = k
+			}
+		}
+		delete(n.cache, oldest)
+	}
+	n.cache[ino] = e
+	return e, nil
+}
+
+func loadNetfilter(ino uint32) (*nfEntry, error) {
+	ns, err := OpenNetns(ino)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	conn, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		return nil, fmt.Errorf("nftables netlink in netns %d: %w", ino, err)
+	}
+	rs, err := listRuleset(conn)
+	if err != nil {
+		return nil, fmt.Errorf("list nftables ruleset in netns %d: %w", ino, err)
+	}
+	e := &nfEntry{rs: rs, local: map[netip.Addr]bool{}, links: map[string]uint32{}}
+	h, err := netlink.NewHandleAt(ns)
+	if err == nil {
+		defer h.Close()
+		if links, err := h.LinkList(); err == nil {
+			for _, l := range links {
+				e.links[l.Attrs().Name] = uint32(l.Attrs().Index)
+			}
+		}
+		if addrs, err := h.AddrList(nil, netlink.FAMILY_ALL); err == nil {
+			for _, a := range addrs {
+				if ip, ok := netip.AddrFromSlice(a.IP); ok {
+					e.local[ip.Unmap()] = true
+				}
+			}
+		}
+	}
+	return e, nil
+}
+
+func listRuleset(conn *nftables.Conn) (*ruleset, error) {
+	rs := newRuleset()
+	tables, err := conn.ListTables()
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range tables {
+		sets, err := conn.GetSets(t)
+		if err != nil {
+			return nil, fmt.Errorf("sets of table %s: %w", t.Name, err)
+		}
+		for _, s := range sets {
+			elems, err := conn.GetSetElements(s)
+			if err != nil {
+				return nil, fmt.Errorf("elements of set %s: %w", s.Name, err)
+			}
+			rs.addSet(s, elems)
+		}
+	}
+	chains, err := conn.ListChains()
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range chains {
+		rules, err := conn.GetRules(c.Table, c)
+		if err != nil {
+			return nil, fmt.Errorf("rules of chain %s: %w", c.Name, err)
+		}
+		rs.addChain(c, rules)
+	}
+	return rs, nil
+}
+
+// OpenNetns opens the network namespace with this inode: an `ip netns`
+// bind mount under /run/netns, else /proc/<pid>/ns/net of a process in it.
+// The caller closes the handle.
+func OpenNetns(ino uint32) (netns.NsHandle, error) {
+	return openNetnsIn("/run/netns", "/proc", ino)
+}

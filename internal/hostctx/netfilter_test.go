@@ -1,0 +1,267 @@
+//go:build linux
+
+package hostctx
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/network-correlator/network-correlator/internal/lab"
+)
+
+func needTool(t *testing.T, tool string) {
+	t.Helper()
+	if _, err := exec.LookPath(tool); err != nil {
+		t.Skipf("skipping: %s is not installed", tool)
+	}
+}
+
+// knock sends one real connection attempt so the rule's counter moves and
+// the scenario is known to drop or reject as the test says.
+func knock(t *testing.T, from *lab.Host, to netip.AddrPort) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	c, err := from.Dial(ctx, to, 400*time.Millisecond)
+	if err == nil {
+		c.Close()
+		t.Fatalf("connection to %v succeeded; the firewall rule should have stopped it", to)
+	}
+}
+
+func TestNetfilterLab(t *testing.T) {
+	needTool(t, "nft")
+	needTool(t, "iptables")
+	type want struct {
+		table, chain, text, ipt, verdict string
+		exact                            bool
+		unknown                          string
+		via                              string
+	}
+	tests := []struct {
+		name  string
+		setup func(srv *lab.Host) error
+		port  uint16
+		want  want
+	}{
+		{
+			name: "nft drop by tcp dport, behind an accept for another port",
+			setup: func(s *lab.Host) error {
+				return s.Nft(`table inet fw { chain in { type filter hook input priority 0; tcp dport 22 accept; tcp dport 8080 counter drop;
+}
+}`)
+			},
+			port: 8080,
+			want: want{table: "fw", chain: "in", text: "tcp dport 8080 counter packets 1 bytes 60 drop", verdict: "drop", exact: true, via: "in"},
+		},
+		{
+			name: "nft reject with tcp reset",
+			setup: func(s *lab.Host) error {
+				return s.Nft(`table inet fw { chain in { type filter hook input priority 0; tcp dport 8080 reject with tcp reset;
+}
+}`)
+			},
+			port: 8080,
+			want: want{table: "fw", chain: "in", text: "tcp dport 8080 reject with tcp reset", verdict: "reject with tcp reset", exact: true, via: "in"},
+		},
+		{
+			name: "nft rule in a regular chain reached by jump",
+			setup: func(s *lab.Host) error {
+				return s.Nft(`table inet fw {
+					chain blocked { tcp dport 9999 drop; tcp dport 8080 drop; }
+					chain in { type filter hook input priority 0; ct state established accept; meta l4proto tcp jump blocked; }
+				}`)
+			},
+			port: 8080,
+			want: want{table: "fw", chain: "blocked", text: "tcp dport 8080 drop", verdict: "drop", exact: true, via: "in > jump blocked"},
+		},
+		{
+			name: "nft set lookup",
+			setup: func(s *lab.Host) error {
+				return s.Nft(`table inet fw { chain in { type filter hook input priority 0; tcp dport { 22, 8080 } drop;
+}
+}`)
+			},
+			port: 8080,
+			want: want{table: "fw", chain: "in", text: "tcp dport { 22, 8080 } drop", verdict: "drop", exact: true, via: "in"},
+		},
+		{
+			name: "nft prefix",
+			setup: func(s *lab.Host) error {
+				return s.Nft(`table ip fw { chain in { type filter hook input priority 0; ip saddr 192.168.0.0/16 drop; ip saddr 10.0.0.0/8 tcp dport 8080 drop;
+}
+}`)
+			},
+			port: 8080,
+			want: want{table: "fw", chain: "in", text: "ip saddr 10.0.0.0/8 tcp dport 8080 drop", verdict: "drop", exact: true, via: "in"},
+		},
+		{
+			name: "nft named interval set and policy drop",
+			setup: func(s *lab.Host) error {
+				return s.Nft(`table inet fw {
+					set trusted { type ipv4_addr; flags interval; elements = { 192.168.0.0/16, 172.16.0.0/12 } }
+					chain in { type filter hook input priority 0; policy drop; ip saddr @trusted accept; iif lo accept; }
+				}`)
+			},
+			port: 8080,
+			want: want{table: "fw", chain: "in", text: "policy drop", verdict: "policy drop", exact: true, via: "in"},
+		},
+		{
+			name: "iptables -j DROP",
+			setup: func(s *lab.Host) error {
+				return s.Iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP")
+			},
+			port: 8080,
+			want: want{table: "filter", chain: "INPUT", text: "tcp dport 8080 counter packets 1 bytes 60 drop", ipt: "-A INPUT -p tcp --dport 8080 -j DROP", verdict: "drop", exact: true, via: "INPUT"},
+		},
+		{
+			name: "iptables -j REJECT --reject-with tcp-reset",
+			setup: func(s *lab.Host) error {
+				if err := s.Iptables("-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"); err != nil {
+					return err
+				}
+				return s.Iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT", "--reject-with", "tcp-reset")
+			},
+			port: 8080,
+			want: want{table: "filter", chain: "INPUT", text: "tcp dport 8080 counter packets 1 bytes 60 xt target REJECT with tcp-reset", ipt: "-A INPUT -p tcp --dport 8080 -j REJECT --reject-with tcp-reset", verdict: "reject with tcp-reset", exact: true, via: "INPUT"},
+		},
+		{
+			name: "iptables comment, conntrack and multiport decoded",
+			setup: func(s *lab.Host) error {
+				return s.Iptables("-A", "INPUT", "-p", "tcp", "-m", "multiport", "--dports", "8000:8100,9000", "-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "no web", "-j", "DROP")
+			},
+			port: 8080,
+			want: want{table: "filter", chain: "INPUT", text: `meta l4proto tcp xt match multiport xt match conntrack comment "no web" counter packets 1 bytes 60 drop`, ipt: `-A INPUT -p tcp -m multiport --dports 8000:8100,9000 -m conntrack --ctstate NEW -m comment --comment "no web" -j DROP`, verdict: "drop", exact: true, via: "INPUT"},
+		},
+		{
+			name: "iptables unknown match: probable",
+			setup: func(s *lab.Host) error {
+				return s.Iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-m", "length", "--length", "0:1500", "-j", "DROP")
+			},
+			port: 8080,
+			want: want{table: "filter", chain: "INPUT", text: "tcp dport 8080 xt match length counter packets 1 bytes 60 drop", ipt: "-A INPUT -p tcp --dport 8080 -m length -j DROP", verdict: "drop", exact: false, unknown: "-m length", via: "INPUT"},
+		},
+		{
+			name: "iptables user chain",
+			setup: func(s *lab.Host) error {
+				for _, args := range [][]string{{"-N", "WEB"}, {"-A", "WEB", "-s", "10.0.0.0/8", "-j", "DROP"}, {"-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "WEB"}} {
+					if err := s.Iptables(args...); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
+			port: 8080,
+			want: want{table: "filter", chain: "WEB", text: "ip saddr 10.0.0.0/8 counter packets 1 bytes 60 drop", ipt: "-A WEB -s 10.0.0.0/8 -j DROP", verdict: "drop", exact: true, via: "INPUT > jump WEB"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := lab.New(t)
+			srv := l.MustAddHost(t, "server")
+			cli := l.MustAddHost(t, "client")
+			if err := tc.setup(srv); err != nil {
+				t.Fatal(err)
+			}
+			knock(t, cli, netip.AddrPortFrom(srv.IP, tc.port))
+			nf := NewNetfilter(NewNetnsNames())
+			m, err := nf.Attribute(Packet{NetnsInode: srv.Inode, Proto: 6, Src: cli.IP, Dst: srv.IP, SrcPort: 40000, DstPort: tc.port, TCPFlags: 0x02, InIface: "eth0"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Netns != srv.Netns {
+				t.Errorf("Netns = %q, want %q", m.Netns, srv.Netns)
+			}
+			if m.Handle == 0 && m.Text != "policy drop" {
+				t.Errorf("no rule handle in %+v", m)
+			}
+			got := want{table: m.Table, chain: m.Chain, text: m.Text, ipt: m.Iptables, verdict: m.Verdict, exact: m.Exact, unknown: strings.Join(m.Unknown, ", "), via: strings.Join(m.Via, " > ")}
+			if got != tc.want {
+				t.Errorf("got  %+v\nwant %+v", got, tc.want)
+			}
+			if m.Handle != 0 {
+				// The handle must name the rule nft lists.
+				out, err := srv.Run("nft", "-a", "list", "chain", m.Family, m.Table, m.Chain)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(string(out), fmt.Sprintf("# handle %d\n", m.Handle)) {
+					t.Errorf("handle %d not in\n%s", m.Handle, out)
+				}
+			}
+		})
+	}
+}
+
+// A rule for another address must not be blamed, and no rule means an error.
+func TestNetfilterLabNoMatch(t *testing.T) {
+	needTool(t, "nft")
+	l := lab.New(t)
+	srv := l.MustAddHost(t, "server")
+	if err := srv.Nft(`table inet fw { chain in { type filter hook input priority 0; ip saddr 192.0.2.1 drop;
+}
+}`); err != nil {
+		t.Fatal(err)
+	}
+	nf := NewNetfilter(nil)
+	_, err := nf.Attribute(Packet{NetnsInode: srv.Inode, Proto: 6, Src: netip.MustParseAddr("10.1.1.1"), Dst: srv.IP, DstPort: 80, TCPFlags: 0x02})
+	if err == nil || !strings.Contains(err.Error(), "no rule") {
+		t.Fatalf("err = %v, want no rule", err)
+	}
+	if _, err := nf.Attribute(Packet{NetnsInode: 1, Proto: 6, Src: srv.IP, Dst: srv.IP}); err == nil {
+		t.Fatal("a namespace that does not exist gave no error")
+	}
+}
+
+// The forward chain of a router namespace: the client reaches a host on
+// another subnet through the lab's node, which forwards and drops.
+func TestNetfilterLabForward(t *testing.T) {
+	needTool(t, "nft")
+	l := lab.New(t)
+	cli := l.MustAddHost(t, "client")
+	node := l.Node()
+	far := fmt.Sprintf("%s-far", l.Name())
+	sub := l.Subnet().Addr().As4()
+	farNet := netip.AddrFrom4([4]byte{10, 99, sub[2], 0})
+	farGW, farIP := farNet.Next(), farNet.Next().Next()
+	if out, err := exec.Command("ip", "netns", "add", far).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", far).Run() })
+	for _, args := range [][]string{
+		{"-n", node.Netns, "link", "add", "r0", "type", "veth", "peer", "name", "eth0", "netns", far},
+		{"-n", node.Netns, "addr", "add", farGW.String() + "/24", "dev", "r0"},
+		{"-n", node.Netns, "link", "set", "r0", "up"},
+		{"-n", far, "addr", "add", farIP.String() + "/24", "dev", "eth0"},
+		{"-n", far, "link", "set", "eth0", "up"},
+		{"-n", far, "link", "set", "lo", "up"},
+		{"-n", far, "route", "add", "default", "via", farGW.String()},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	if _, err := node.Run("sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Nft(`table inet fw { chain forward_filter { type filter hook forward priority 0; oifname "r0" tcp dport 5432 counter drop;
+}
+}`); err != nil {
+		t.Fatal(err)
+	}
+	knock(t, cli, netip.AddrPortFrom(farIP, 5432))
+	nf := NewNetfilter(NewNetnsNames())
+	// Path left unknown: the node owns neither address, so it forwarded.
+	m, err := nf.Attribute(Packet{NetnsInode: node.Inode, Proto: 6, Src: cli.IP, Dst: farIP, SrcPort: 40000, DstPort: 5432, TCPFlags: 0x02, InIface: "br0", OutIface: "r0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Chain != "forward_filter" || m.Text != `oifname "r0" tcp dport 5432 counter packets 1 bytes 60 drop` || !m.Exact {
+		t.Errorf("got %+v", m)
+	}
+}
