@@ -734,6 +734,27 @@ func (e *Engine) Tick(now time.Time) {
 	}
 }
 
+// Flush decides every deferred connection, emits every aggregate that
+// changed and forgets all state: for the end of a recording or a shutdown.
+func (e *Engine) Flush() {
+	for _, pr := range e.pending {
+		if f := pr.f; f.gen == pr.gen && f.pending {
+			f.pending = false
+			e.evaluate(f, nil, f.pendingDue)
+		}
+	}
+	clear(e.pending)
+	e.pending = e.pending[:0]
+	for _, l := range []*flowList{&e.packets, &e.conns} {
+		for l.tail != nil {
+			e.removeFlow(l.tail)
+		}
+	}
+	for a := e.popAggregate(); a != nil; a = e.popAggregate() {
+		e.closeAggregate(a)
+	}
+}
+
 func (e *Engine) compactPending() {
 	n := 0
 	for _, pr := range e.pending {

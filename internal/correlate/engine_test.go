@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -546,4 +547,33 @@ func TestRepeatsDoNotAllocate(t *testing.T) {
 	if a := testing.AllocsPerRun(100, func() { e.Observe(noise) }); a != 0 {
 		t.Errorf("%.1f allocations per noise signal, want 0", a)
 	}
+}
+
+func TestFlush(t *testing.T) {
+	e, r := newEngine(t, nil)
+	for i := range 3 {
+		observeAll(e, refusedClosedPort(t0.Add(time.Duration(i)*time.Millisecond), uint16(30000+i), 8080))
+	}
+	e.Observe(refusedClosedPort(t0, 31000, 9090)[2]) // a RST still waiting for its close
+	e.Observe(refusedClosedPort(t0, 31001, 9091)[0]) // packet evidence only
+	e.Flush()
+	// The deferred RST is decided first, then the open aggregate is reported.
+	if len(r.ds) != 3 || !strings.Contains(r.ds[1].Key, ":9090/") || r.ds[2].Count != 3 {
+		t.Fatalf("got %v", keys(r.ds))
+	}
+	if st := e.Stats(); st.FlowsTracked != 0 || st.OpenAggregates != 0 {
+		t.Fatalf("state left: %+v", st)
+	}
+	e.Flush() // idempotent
+	if len(r.ds) != 3 {
+		t.Fatal("second Flush emitted again")
+	}
+}
+
+func keys(ds []diagnosis.Diagnosis) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, fmt.Sprintf("%s count %d", d.Key, d.Count))
+	}
+	return out
 }

@@ -12,15 +12,14 @@ import (
 
 // Replay feeds a JSON-lines recording (see package replay) through e. It
 // calls Tick whenever the signals' clock has advanced by tick (as the live
-// source does with its wall clock), and at the end once far enough ahead that
-// every deferred decision, aggregation window and flow state is closed. It
-// stops at the first malformed line and returns its error (line and field).
+// source does with its wall clock), and Flush at the end. It stops at the
+// first malformed line and returns its error (line and field).
 func Replay(r io.Reader, e *Engine, tick time.Duration) error {
 	if tick <= 0 {
 		return fmt.Errorf("replay: tick must be > 0, got %v", tick)
 	}
 	dec := replay.NewDecoder(r)
-	var next, last time.Time
+	var next time.Time
 	for {
 		var s signal.Signal
 		err := dec.Decode(&s)
@@ -38,17 +37,7 @@ func Replay(r io.Reader, e *Engine, tick time.Duration) error {
 			next = s.Time.Add(tick)
 		}
 		e.Observe(s)
-		if s.Time.After(last) {
-			last = s.Time
-		}
 	}
-	if !last.IsZero() {
-		e.Tick(last.Add(e.horizon()))
-	}
+	e.Flush()
 	return nil
-}
-
-// horizon is a time after which nothing observed so far can still be open.
-func (e *Engine) horizon() time.Duration {
-	return e.cfg.Grace + e.cfg.Window + e.cfg.FlowTTL + time.Second
 }
