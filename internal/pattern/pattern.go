@@ -200,11 +200,6 @@ func IsSYN(flags uint8) bool {
 	return flags&signal.TCPFlagSYN != 0 && flags&signal.TCPFlagACK == 0
 }
 
-// SameConn reports whether two flows are one connection in either direction.
-func SameConn(a, b signal.Flow) bool {
-	return a == b || a == b.Reverse()
-}
-
 // ClientClose reports the client socket leaving SYN_SENT for CLOSE.
 func ClientClose(s *signal.Signal) bool {
 	return s.Kind == signal.KindStateChange && s.OldState == signal.StateSynSent && s.State == signal.StateClose
@@ -244,18 +239,6 @@ func (ev *Evidence) FirstSynDrop(reason string) *signal.Signal {
 		return true
 	})
 	return found
-}
-
-// CountSynDrops counts SYN drops with the given reason ("" = any).
-func (ev *Evidence) CountSynDrops(reason string) int {
-	n := 0
-	ev.SynDrops(func(s *signal.Signal) bool {
-		if reason == "" || s.DropReason == reason {
-			n++
-		}
-		return true
-	})
-	return n
 }
 
 // ResetSent returns the first RST sent by a netns here in answer to this
