@@ -742,3 +742,136 @@ int on_sys_exit_connect(struct sys_exit_connect_args *ctx)
 	submit(&e);
 	return 0;
 }
+
+/* Types of ICMP errors reported (RFC 792, RFC 4443). */
+#define ICMP_DEST_UNREACH 3
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+#define ICMP_FRAG_NEEDED 4
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PKT_TOOBIG 2
+#define ICMPV6_TIME_EXCEED 3
+#define TCX_NEXT -1
+
+extern void *bpf_cast_to_kern_ctx(void *) __ksym;
+
+/* Ports of the embedded original packet: the first 4 bytes of its L4
+ * header, which every ICMP error quotes (RFC 792: 8 bytes of data). */
+static __always_inline void quoted_ports(struct __sk_buff *skb, __u32 off, __u8 proto, struct nc_event *e)
+{
+	__u8 p[4];
+
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return;
+	if (bpf_skb_load_bytes_relative(skb, off, p, sizeof(p), BPF_HDR_START_NET))
+		return;
+	e->sport = (__u16)p[0] << 8 | p[1];
+	e->dport = (__u16)p[2] << 8 | p[3];
+}
+
+/*
+ * ICMP errors received (TC ingress on the configured interfaces): the
+ * outer header gives the error's sender, the quoted header the original
+ * flow that failed (as its sender sent it). Only headers are read, never
+ * payload. Any other packet costs a protocol check or two.
+ */
+SEC("tcx/ingress")
+int on_icmp_ingress(struct __sk_buff *skb)
+{
+	__u16 proto = bpf_ntohs((__u16)skb->protocol);
+	struct nc_event e = {};
+	__u32 off;
+	__u8 inner_proto;
+
+	if (proto == ETH_P_IP) {
+		__u8 ip[20], icmp[8], in[20];
+		__u32 ihl;
+
+		if (bpf_skb_load_bytes_relative(skb, 0, ip, sizeof(ip), BPF_HDR_START_NET))
+			return TCX_NEXT;
+		if (ip[9] != IPPROTO_ICMP || (ip[6] & 0x1f) | ip[7])
+			return TCX_NEXT;
+		ihl = (ip[0] & 0x0f) * 4;
+		if (ihl < 20 || bpf_skb_load_bytes_relative(skb, ihl, icmp, sizeof(icmp), BPF_HDR_START_NET))
+			return TCX_NEXT;
+		if (icmp[0] != ICMP_DEST_UNREACH && icmp[0] != ICMP_TIME_EXCEEDED && icmp[0] != ICMP_PARAMETERPROB)
+			return TCX_NEXT;
+		off = ihl + 8;
+		if (bpf_skb_load_bytes_relative(skb, off, in, sizeof(in), BPF_HDR_START_NET) || in[0] >> 4 != 4)
+			return TCX_NEXT;
+		e.family = AF_INET;
+		__builtin_memcpy(e.peer, &ip[12], 4);
+		__builtin_memcpy(e.saddr, &in[12], 4);
+		__builtin_memcpy(e.daddr, &in[16], 4);
+		e.icmp_type = icmp[0];
+		e.icmp_code = icmp[1];
+		if (icmp[0] == ICMP_DEST_UNREACH && icmp[1] == ICMP_FRAG_NEEDED)
+			e.mtu = (__u32)icmp[6] << 8 | icmp[7];
+		inner_proto = in[9];
+		if (!((in[6] & 0x1f) | in[7]))
+			quoted_ports(skb, off + (in[0] & 0x0f) * 4, inner_proto, &e);
+	} else if (proto == ETH_P_IPV6) {
+		__u8 ip6[40], icmp[8], in6[40];
+
+		if (bpf_skb_load_bytes_relative(skb, 0, ip6, sizeof(ip6), BPF_HDR_START_NET))
+			return TCX_NEXT;
+		if (ip6[6] != IPPROTO_ICMPV6)
+			return TCX_NEXT;
+		if (bpf_skb_load_bytes_relative(skb, 40, icmp, sizeof(icmp), BPF_HDR_START_NET))
+			return TCX_NEXT;
+		if (icmp[0] != ICMPV6_DEST_UNREACH && icmp[0] != ICMPV6_PKT_TOOBIG && icmp[0] != ICMPV6_TIME_EXCEED)
+			return TCX_NEXT;
+		if (bpf_skb_load_bytes_relative(skb, 48, in6, sizeof(in6), BPF_HDR_START_NET) || in6[0] >> 4 != 6)
+			return TCX_NEXT;
+		e.family = AF_INET6;
+		__builtin_memcpy(e.peer, &ip6[8], 16);
+		__builtin_memcpy(e.saddr, &in6[8], 16);
+		__builtin_memcpy(e.daddr, &in6[24], 16);
+		e.icmp_type = icmp[0];
+		e.icmp_code = icmp[1];
+		if (icmp[0] == ICMPV6_PKT_TOOBIG)
+			e.mtu = (__u32)icmp[4] << 24 | (__u32)icmp[5] << 16 | (__u32)icmp[6] << 8 | icmp[7];
+		inner_proto = in6[6];
+		quoted_ports(skb, 88, inner_proto, &e);
+	} else {
+		return TCX_NEXT;
+	}
+	e.kind = NC_KIND_ICMP_ERROR;
+	e.proto = inner_proto;
+	e.flags |= NC_F_FLOW | NC_F_PEER;
+	{
+		struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+
+		fill_dev(&e, kskb->dev);
+	}
+	submit(&e);
+	return TCX_NEXT;
+}
+
+/* This host generated an ICMP error (IPv4: icmp_send; the kernel has no
+ * such tracepoint for ICMPv6). skb_in is the packet that caused it, so the
+ * flow is that packet's, as its sender sent it. Redirects and other
+ * non-error types are left out. */
+SEC("tp_btf/icmp_send")
+int on_icmp_send(u64 *ctx)
+{
+	struct sk_buff *skb = (void *)ctx[0];
+	int type = (int)ctx[1];
+	int code = (int)ctx[2];
+	struct nc_event e = {};
+	struct sock *sk;
+
+	if (type != ICMP_DEST_UNREACH && type != ICMP_TIME_EXCEEDED && type != ICMP_PARAMETERPROB)
+		return 0;
+	if (parse_packet(skb, &e))
+		return 0;
+	e.kind = NC_KIND_ICMP_SENT;
+	e.icmp_type = type;
+	e.icmp_code = code;
+	fill_dev(&e, BPF_CORE_READ(skb, dev));
+	sk = BPF_CORE_READ(skb, sk);
+	if (sk)
+		fill_netns(&e, BPF_CORE_READ(sk, __sk_common.skc_net.net));
+	submit(&e);
+	return 0;
+}

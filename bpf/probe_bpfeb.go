@@ -84,6 +84,8 @@ const (
 	ProbeMapEvents                 = "events"
 	ProbeMapLost                   = "lost"
 	ProbeMapNeighResolving         = "neigh_resolving"
+	ProbeProgOnIcmpIngress         = "on_icmp_ingress"
+	ProbeProgOnIcmpSend            = "on_icmp_send"
 	ProbeProgOnInetSockSetState    = "on_inet_sock_set_state"
 	ProbeProgOnKfreeSkb            = "on_kfree_skb"
 	ProbeProgOnNeighEventSendDone  = "on_neigh_event_send_done"
@@ -142,6 +144,8 @@ type ProbeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeProgramSpecs struct {
+	OnIcmpIngress        *ebpf.ProgramSpec `ebpf:"on_icmp_ingress"`
+	OnIcmpSend           *ebpf.ProgramSpec `ebpf:"on_icmp_send"`
 	OnInetSockSetState   *ebpf.ProgramSpec `ebpf:"on_inet_sock_set_state"`
 	OnKfreeSkb           *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
 	OnNeighEventSendDone *ebpf.ProgramSpec `ebpf:"on_neigh_event_send_done"`
@@ -233,6 +237,8 @@ type ProbeVariables struct {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbePrograms struct {
+	OnIcmpIngress        *ebpf.Program `ebpf:"on_icmp_ingress"`
+	OnIcmpSend           *ebpf.Program `ebpf:"on_icmp_send"`
 	OnInetSockSetState   *ebpf.Program `ebpf:"on_inet_sock_set_state"`
 	OnKfreeSkb           *ebpf.Program `ebpf:"on_kfree_skb"`
 	OnNeighEventSendDone *ebpf.Program `ebpf:"on_neigh_event_send_done"`
@@ -246,6 +252,8 @@ type ProbePrograms struct {
 
 func (p *ProbePrograms) Close() error {
 	return _ProbeClose(
+		p.OnIcmpIngress,
+		p.OnIcmpSend,
 		p.OnInetSockSetState,
 		p.OnKfreeSkb,
 		p.OnNeighEventSendDone,

@@ -186,6 +186,28 @@ struct socket {
 
 #pragma clang attribute pop
 
+/* UAPI struct __sk_buff (include/uapi/linux/bpf.h), the TC program's
+ * context: accesses are rewritten by the verifier from these fixed offsets,
+ * so this is the real layout up to the last field used, not CO-RE. */
+struct __sk_buff {
+	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol;
+	__u32 vlan_present;
+	__u32 vlan_tci;
+	__u32 vlan_proto;
+	__u32 priority;
+	__u32 ingress_ifindex;
+	__u32 ifindex;
+};
+
+enum bpf_hdr_start_off {
+	BPF_HDR_START_MAC = 0,
+	BPF_HDR_START_NET = 1,
+};
+
 /* Classic tracepoint records of syscalls:sys_{enter,exit}_connect
  * (tracefs events/syscalls/.../format; fixed layout, not CO-RE). */
 struct sys_enter_connect_args {

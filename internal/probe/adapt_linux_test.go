@@ -44,7 +44,7 @@ func fakeKernel(t *testing.T, hooks map[string]int) *btf.Spec {
 }
 
 func TestAdaptToKernel(t *testing.T) {
-	neigh := map[string]int{"neigh_timer_handler": 2, "neigh_event_send_done": 2}
+	neigh := map[string]int{"neigh_timer_handler": 2, "neigh_event_send_done": 2, "icmp_send": 3}
 	with := func(m map[string]int) map[string]int {
 		for k, v := range neigh {
 			m[k] = v

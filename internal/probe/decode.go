@@ -141,6 +141,11 @@ func (d *decoder) decode(b []byte, s *signal.Signal) error {
 		if flags&flagDuration != 0 {
 			s.NeighTried = time.Duration(ne.Uint64(b[offDurationNs:]))
 		}
+	case signal.KindICMPError, signal.KindICMPSent:
+		s.ICMPType = b[offICMPType]
+		s.ICMPCode = b[offICMPCode]
+		s.ICMPFrom = peer
+		s.MTU = ne.Uint32(b[offMTU:])
 	case signal.KindRetransmit:
 		s.Retransmits = ne.Uint32(b[offRetransmits:])
 	case signal.KindDrop:

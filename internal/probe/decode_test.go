@@ -213,6 +213,23 @@ func TestDecode(t *testing.T) {
 				Err:  -113, State: signal.StateClose, PID: 42, Comm: "curl", NetnsInode: 5},
 		},
 		{
+			name: "ICMP error received: frag needed",
+			in: rec{ts: 5_000_000_123, kind: 8, family: afInet, proto: 17, flags: flagFlow | flagPeer,
+				saddr: v4a, daddr: v4b, sport: 5000, dport: 9, peer: netip.MustParseAddr("10.0.0.254"),
+				icmpType: 3, icmpCode: 4, mtu: 1000, dev: "eth0", ifindex: 2},
+			want: signal.Signal{Kind: signal.KindICMPError, Time: at,
+				Flow:     signal.Flow{Proto: 17, Src: v4a, Dst: v4b, SrcPort: 5000, DstPort: 9},
+				ICMPType: 3, ICMPCode: 4, MTU: 1000, ICMPFrom: netip.MustParseAddr("10.0.0.254"), Dev: "eth0", Ifindex: 2},
+		},
+		{
+			name: "ICMP error sent",
+			in: rec{ts: 5_000_000_123, kind: 9, family: afInet, proto: 6, flags: flagFlow,
+				saddr: v4a, daddr: v4b, sport: 5000, dport: 80, tcpFlags: 0x02, icmpType: 3, icmpCode: 10},
+			want: signal.Signal{Kind: signal.KindICMPSent, Time: at,
+				Flow:     signal.Flow{Proto: 6, Src: v4a, Dst: v4b, SrcPort: 5000, DstPort: 80},
+				TCPFlags: 0x02, ICMPType: 3, ICMPCode: 10},
+		},
+		{
 			name: "full-length comm and dev are not truncated",
 			in:   rec{ts: 5_000_000_123, kind: 5, comm: "abcdefghijklmno", dev: "0123456789abcde"},
 			want: signal.Signal{Kind: signal.KindDrop, Time: at, Comm: "abcdefghijklmno", Dev: "0123456789abcde"},

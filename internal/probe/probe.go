@@ -16,10 +16,21 @@
 //	                     in INCOMPLETE/PROBE are remembered in a map (what the
 //	                     entry failed from, since when), nothing is sent
 //	neigh_event_send_done nothing sent; remembers an entry entering INCOMPLETE
+//	icmp_send            ICMPv4 errors this host generates (types 3, 11, 12),
+//	                     with the flow of the packet that caused them
+//	TC ingress (tcx)     ICMP/ICMPv6 errors received on watched interfaces
+//	                     (v4 types 3, 11, 12; v6 types 1, 2, 3): the sender and
+//	                     the quoted original flow, MTU of frag-needed/too-big
 //	sys_enter_connect    (classic tracepoint) stores fd and sockaddr pointer per task
 //	sys_exit_connect     connect() errors of IPv4/IPv6 sockets, not EINPROGRESS,
 //	                     EALREADY, EISCONN, EAGAIN, EINTR/restart, EBADF,
 //	                     ENOTSOCK, EFAULT; pid/comm are the caller's
+//
+// The TC program needs CAP_NET_ADMIN besides CAP_BPF; without it received
+// ICMP errors are left out and Unavailable says so. It is attached with
+// TCX (Linux 6.6+) on Config.Interfaces at Open and by AttachICMP later;
+// a packet crossing two watched interfaces of one namespace (a bridge port
+// and the bridge) is reported once per interface.
 //
 // The syscall tracepoints need tracefs for their IDs: a mounted one, or
 // one mounted privately (CAP_SYS_ADMIN). Without either they are left out
@@ -49,6 +60,12 @@ type Config struct {
 	// selects DefaultDropReasons. Names are resolved against the running
 	// kernel's BTF; an unknown name is an error.
 	DropReasons []string
+	// Interfaces names the interfaces of the network namespace Open runs
+	// in whose ingress is watched for ICMP errors (a TC program). Empty
+	// selects every interface present at Open; an unknown name is an
+	// error. Interfaces that appear later are not watched: attach them
+	// with Probe.AttachICMP (from their namespace).
+	Interfaces []string
 }
 
 const (

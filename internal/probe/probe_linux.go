@@ -39,6 +39,10 @@ type Probe struct {
 	// unavailable lists optional hooks that could not be attached.
 	unavailable []error
 
+	icmpProg *ebpf.Program // the TC program; nil when it could not be loaded
+	tcMu     sync.Mutex
+	tcLinks  []link.Link // ICMP ingress programs, detached by Close
+
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool
@@ -48,8 +52,39 @@ type Probe struct {
 
 // objects are the loaded programs and maps (not the global variables).
 type objects struct {
-	bpf.ProbePrograms
+	TracingPrograms
 	bpf.ProbeMaps
+}
+
+// TracingPrograms are bpf.ProbePrograms without the TC program, which is
+// loaded on its own (Probe.icmpProg): a TC program needs CAP_NET_ADMIN,
+// the tracing programs do not.
+type TracingPrograms struct {
+	OnInetSockSetState   *ebpf.Program `ebpf:"on_inet_sock_set_state"`
+	OnKfreeSkb           *ebpf.Program `ebpf:"on_kfree_skb"`
+	OnNeighEventSendDone *ebpf.Program `ebpf:"on_neigh_event_send_done"`
+	OnNeighTimerHandler  *ebpf.Program `ebpf:"on_neigh_timer_handler"`
+	OnSysEnterConnect    *ebpf.Program `ebpf:"on_sys_enter_connect"`
+	OnSysExitConnect     *ebpf.Program `ebpf:"on_sys_exit_connect"`
+	OnTcpReceiveReset    *ebpf.Program `ebpf:"on_tcp_receive_reset"`
+	OnTcpRetransmitSkb   *ebpf.Program `ebpf:"on_tcp_retransmit_skb"`
+	OnTcpSendReset       *ebpf.Program `ebpf:"on_tcp_send_reset"`
+	OnIcmpSend           *ebpf.Program `ebpf:"on_icmp_send"`
+}
+
+// all lists every loaded program.
+func (p *Probe) allPrograms() []*ebpf.Program {
+	var out []*ebpf.Program
+	v := reflect.ValueOf(p.objs.TracingPrograms)
+	for i := range v.NumField() {
+		if prog, _ := v.Field(i).Interface().(*ebpf.Program); prog != nil {
+			out = append(out, prog)
+		}
+	}
+	if p.icmpProg != nil {
+		out = append(out, p.icmpProg)
+	}
+	return out
 }
 
 type progRef struct {
@@ -162,6 +197,20 @@ func open(cfg Config, adjust func(*ebpf.CollectionSpec) error) (*Probe, error) {
 		return nil, loadError(err)
 	}
 	p.objs = objs
+	// The TC program shares the ring buffer and the lost counter.
+	var tc struct {
+		Prog *ebpf.Program `ebpf:"on_icmp_ingress"`
+	}
+	if err := spec.LoadAndAssign(&tc, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		bpf.ProbeMapEvents: objs.Events, bpf.ProbeMapLost: objs.Lost,
+	}}); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			err = fmt.Errorf("%w (a TC program needs CAP_NET_ADMIN)", err)
+		}
+		p.unavailable = append(p.unavailable, fmt.Errorf("probe: received ICMP errors are not reported: loading the TC program: %w", err))
+	} else {
+		p.icmpProg = tc.Prog
+	}
 	if err := p.fillFilters(modes, syms); err != nil {
 		p.Close()
 		return nil, err
@@ -177,6 +226,7 @@ func open(cfg Config, adjust func(*ebpf.CollectionSpec) error) (*Probe, error) {
 		{bpf.ProbeProgOnKfreeSkb, objs.OnKfreeSkb},
 		{bpf.ProbeProgOnNeighTimerHandler, objs.OnNeighTimerHandler},
 		{bpf.ProbeProgOnNeighEventSendDone, objs.OnNeighEventSendDone},
+		{bpf.ProbeProgOnIcmpSend, objs.OnIcmpSend},
 	} {
 		name, prog := np.name, np.prog
 		hook := spec.Programs[name].SectionName
@@ -192,6 +242,15 @@ func open(cfg Config, adjust func(*ebpf.CollectionSpec) error) (*Probe, error) {
 		p.progs = append(p.progs, progRef{name: name, hook: hook, prog: prog})
 	}
 	p.attachConnectHooks(spec)
+	// Accounted in Stats whether or not an interface is attached yet.
+	if p.icmpProg != nil {
+		p.progs = append(p.progs, progRef{name: bpf.ProbeProgOnIcmpIngress,
+			hook: spec.Programs[bpf.ProbeProgOnIcmpIngress].SectionName, prog: p.icmpProg})
+	}
+	if err := p.attachInterfaces(cfg.Interfaces); err != nil {
+		p.Close()
+		return nil, err
+	}
 	rd, err := ringbuf.NewReader(objs.Events)
 	if err != nil {
 		p.Close()
@@ -459,12 +518,7 @@ func EnableStats() (io.Closer, error) {
 // programIDs lists the kernel IDs of the loaded programs (for tests).
 func (p *Probe) programIDs() []ebpf.ProgramID {
 	var ids []ebpf.ProgramID
-	v := reflect.ValueOf(p.objs.ProbePrograms)
-	for i := range v.NumField() {
-		prog, _ := v.Field(i).Interface().(*ebpf.Program)
-		if prog == nil {
-			continue
-		}
+	for _, prog := range p.allPrograms() {
 		if info, err := prog.Info(); err == nil {
 			if id, ok := info.ID(); ok {
 				ids = append(ids, id)
@@ -507,8 +561,17 @@ func (p *Probe) Close() error {
 		for _, l := range p.links {
 			errs = append(errs, l.Close())
 		}
+		p.tcMu.Lock()
+		for _, l := range p.tcLinks {
+			errs = append(errs, l.Close())
+		}
+		p.tcLinks = nil
+		p.tcMu.Unlock()
 		if p.objs != nil {
-			errs = append(errs, p.objs.ProbePrograms.Close(), p.objs.ProbeMaps.Close())
+			for _, prog := range p.allPrograms() {
+				errs = append(errs, prog.Close())
+			}
+			errs = append(errs, p.objs.ProbeMaps.Close())
 		}
 		p.closeErr = errors.Join(errs...)
 	})
