@@ -63,6 +63,14 @@ func (n *Netfilter) Attribute(p Packet) (*RuleMatch, error) {
 	if p.Path == PathUnknown {
 		p.Path = inferPath(p, e.local)
 	}
+	if p.DropDev != "" || p.DropIfindex != 0 {
+		switch {
+		case p.Path == PathInput && p.InIface == "" && p.InIfindex == 0:
+			p.InIface, p.InIfindex = p.DropDev, p.DropIfindex
+		case p.Path == PathOutput && p.OutIface == "" && p.OutIfindex == 0:
+			p.OutIface, p.OutIfindex = p.DropDev, p.DropIfindex
+		}
+	}
 	p.InIface, p.InIfindex = e.device(p.InIface, p.InIfindex)
 	p.OutIface, p.OutIfindex = e.device(p.OutIface, p.OutIfindex)
 	m, err := e.rs.attribute(p)

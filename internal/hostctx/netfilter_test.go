@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/network-correlator/network-correlator/internal/lab"
+	"github.com/network-correlator/network-correlator/internal/signal"
 )
 
 func needTool(t *testing.T, tool string) {
@@ -170,7 +171,9 @@ func TestNetfilterLab(t *testing.T) {
 			}
 			knock(t, cli, netip.AddrPortFrom(srv.IP, tc.port))
 			nf := NewNetfilter(NewNetnsNames())
-			m, err := nf.Attribute(Packet{NetnsInode: srv.Inode, Proto: 6, Src: cli.IP, Dst: srv.IP, SrcPort: 40000, DstPort: tc.port, TCPFlags: 0x02, InIface: "eth0"})
+			// As the probe reports the drop: the server's eth0, path unknown.
+			m, err := nf.Attribute(PacketFromSignal(signal.Signal{Kind: signal.KindDrop, NetnsInode: srv.Inode, Dev: "eth0", TCPFlags: signal.TCPFlagSYN,
+				Flow: signal.Flow{Proto: signal.ProtoTCP, Src: cli.IP, Dst: srv.IP, SrcPort: 40000, DstPort: tc.port}, DropReason: "NETFILTER_DROP", DropLocation: "nft_do_chain"}))
 			if err != nil {
 				t.Fatal(err)
 			}

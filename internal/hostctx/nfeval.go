@@ -57,6 +57,12 @@ type Packet struct {
 	// InIfindex/OutIfindex: the same devices by index (Attribute fills
 	// whichever of name and index is missing from the namespace's links).
 	InIfindex, OutIfindex uint32
+	// DropDev/DropIfindex: the dropped skb's device when its direction is
+	// not known (a drop signal's Dev). Attribute uses it as the input
+	// device on the input path and the output device on the output path;
+	// on the forward path it is ambiguous and left out.
+	DropDev     string
+	DropIfindex uint32
 	// CTState is the conntrack state bit (expr.CtStateBitNEW, ...); 0 lets
 	// Attribute derive it: a SYN without ACK is NEW, anything else unknown.
 	CTState uint32
