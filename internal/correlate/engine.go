@@ -135,7 +135,7 @@ type Stats struct {
 
 const (
 	maxPatterns = 16
-	maxSock     = 4 // socket signals kept per connection
+	maxSock     = 3 // socket signals kept per connection
 	maxPkt      = 4 // drops / sent resets kept per connection
 	// A connection is rarely diagnosed by more than two patterns; beyond
 	// that, later signals of the extra ones are not folded (still counted).
@@ -203,9 +203,14 @@ type flowState struct {
 	pendingDue time.Time
 	refs       [maxDiagRefs]diagRef
 
-	retr pattern.Retransmits
-	sock [maxSock]signal.Signal
-	pkt  [maxPkt]signal.Signal
+	// tuple is the 5-tuple in key order; kept signals store only their
+	// direction relative to it.
+	tuple signal.Flow
+	// SYN retransmits: counted, with the first and the latest kept.
+	retrCount, retrEPERM, retrEBUSY int
+	retrFirst, retrLast             rec
+	sock                            [maxSock]rec
+	pkt                             [maxPkt]rec
 }
 
 // flowList is an intrusive LRU list: front = most recently touched.
@@ -287,6 +292,9 @@ type Engine struct {
 	pending []pendingRef
 
 	ev      pattern.Evidence
+	sockBuf [maxSock]signal.Signal
+	pktBuf  [maxPkt]signal.Signal
+	retr    pattern.Retransmits
 	trigger signal.Signal
 	matches [maxPatterns]match
 	stats   Stats
@@ -397,6 +405,10 @@ func (e *Engine) newFlow(k connKey, s *signal.Signal) *flowState {
 	}
 	e.gen++
 	f.key, f.flow, f.gen, f.last = k, s.Flow, e.gen, s.Time
+	f.tuple = s.Flow
+	if !inKeyOrder(s.Flow, &k) {
+		f.tuple = s.Flow.Reverse()
+	}
 	e.flows[k] = f
 	e.packets.pushFront(f)
 	return f
@@ -414,47 +426,48 @@ func (e *Engine) removeFlow(f *flowState) {
 	// recognised. The rest is already zero.
 	clear(f.sock[:f.nsock])
 	clear(f.pkt[:f.npkt])
-	if f.retr.Count > 0 {
-		f.retr = pattern.Retransmits{}
+	if f.retrCount > 0 {
+		f.retrCount, f.retrEPERM, f.retrEBUSY, f.retrFirst, f.retrLast = 0, 0, 0, rec{}, rec{}
 	}
+	f.tuple = signal.Flow{}
 	f.key, f.flow, f.last, f.client = connKey{}, signal.Flow{}, time.Time{}, pattern.Netns{}
 	f.oriented, f.pending, f.nsock, f.npkt, f.nrefs, f.diagnosed, f.gen = false, false, 0, 0, 0, 0, 0
 	f.pendingDue, f.refs = time.Time{}, [maxDiagRefs]diagRef{} // drops the aggregate pointers
 	e.free = append(e.free, f)
 }
 
-// keep appends s to a bounded buffer, keeping the first n-1 and the latest.
-func keep(buf []signal.Signal, n *uint8, s *signal.Signal) {
+// keep appends r to a bounded buffer, keeping the first n-1 and the latest.
+func keep(buf []rec, n *uint8, r rec) {
 	if int(*n) < len(buf) {
-		buf[*n] = *s
+		buf[*n] = r
 		*n++
 		return
 	}
-	buf[len(buf)-1] = *s
+	buf[len(buf)-1] = r
 }
 
 func (e *Engine) record(f *flowState, s *signal.Signal) {
 	if s.Time.After(f.last) {
 		f.last = s.Time
 	}
+	r := pack(s, &f.key)
 	switch {
 	case s.Kind == signal.KindRetransmit && s.State == signal.StateSynSent:
-		r := &f.retr
-		if r.Count == 0 {
-			r.First = *s
+		if f.retrCount == 0 {
+			f.retrFirst = r
 		}
-		r.Last = *s
-		r.Count++
+		f.retrLast = r
+		f.retrCount++
 		switch s.Err {
 		case -pattern.EPERM:
-			r.EPERM++
+			f.retrEPERM++
 		case -pattern.EBUSY:
-			r.EBUSY++
+			f.retrEBUSY++
 		}
 	case socketSide(s.Kind):
-		keep(f.sock[:], &f.nsock, s)
+		keep(f.sock[:], &f.nsock, r)
 	default:
-		keep(f.pkt[:], &f.npkt, s)
+		keep(f.pkt[:], &f.npkt, r)
 	}
 	// SYN_SENT signals come from the client socket: they fix the orientation
 	// and the client's netns. A SYN's own direction is client -> server too.
@@ -483,9 +496,24 @@ func (e *Engine) fillEvidence(f *flowState, trigger *signal.Signal, now time.Tim
 	ev := &e.ev
 	ev.Flow, ev.Oriented, ev.Client = f.flow, f.oriented, f.client
 	ev.Now, ev.Trigger = now, trigger
-	ev.Socket = f.sock[:f.nsock]
-	ev.Packet = f.pkt[:f.npkt]
-	ev.SynRetrans = &f.retr
+	// Patterns read full signals: rebuild the kept ones in scratch space.
+	for i := range f.sock[:f.nsock] {
+		f.sock[i].unpack(f.tuple, &e.sockBuf[i])
+	}
+	for i := range f.pkt[:f.npkt] {
+		f.pkt[i].unpack(f.tuple, &e.pktBuf[i])
+	}
+	ev.Socket = e.sockBuf[:f.nsock]
+	ev.Packet = e.pktBuf[:f.npkt]
+	r := &e.retr
+	r.Count, r.EPERM, r.EBUSY = f.retrCount, f.retrEPERM, f.retrEBUSY
+	if f.retrCount > 0 {
+		f.retrFirst.unpack(f.tuple, &r.First)
+		f.retrLast.unpack(f.tuple, &r.Last)
+	} else if r.First.Kind != 0 {
+		r.First, r.Last = signal.Signal{}, signal.Signal{} // no stale retransmits
+	}
+	ev.SynRetrans = r
 	return ev
 }
 
