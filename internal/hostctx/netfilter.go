@@ -156,10 +156,12 @@ func loadNetfilter(ino uint32) (*nfEntry, error) {
 		return nil, err
 	}
 	defer ns.Close()
-	conn, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	// One socket for the whole listing rather than one per request.
+	conn, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.AsLasting())
 	if err != nil {
 		return nil, fmt.Errorf("nftables netlink in netns %d: %w", ino, err)
 	}
+	defer conn.CloseLasting()
 	rs, err := listRuleset(conn)
 	if err != nil {
 		return nil, fmt.Errorf("list nftables ruleset in netns %d: %w", ino, err)

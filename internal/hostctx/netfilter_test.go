@@ -268,3 +268,40 @@ func TestNetfilterLabForward(t *testing.T) {
 		t.Errorf("got %+v", m)
 	}
 }
+
+// The forward chain of the node namespace, for traffic bridged between two
+// lab hosts (br_netfilter passes it through the IP hooks).
+func TestNetfilterLabBridgeForward(t *testing.T) {
+	needTool(t, "nft")
+	l := lab.New(t)
+	cli := l.MustAddHost(t, "client")
+	srv := l.MustAddHost(t, "server")
+	node := l.Node()
+	out, err := node.Run("sysctl", "-n", "net.bridge.bridge-nf-call-iptables")
+	if err != nil {
+		t.Skipf("skipping: br_netfilter is not loaded (modprobe br_netfilter): %v", err)
+	}
+	if strings.TrimSpace(string(out)) != "1" {
+		if _, err := node.Run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := node.Nft(fmt.Sprintf(`table inet fw {
+		chain forward_filter { type filter hook forward priority 0; ip daddr %s tcp dport 8080 counter drop;
+		}
+	}`, srv.IP)); err != nil {
+		t.Fatal(err)
+	}
+	knock(t, cli, netip.AddrPortFrom(srv.IP, 8080))
+	nf := NewNetfilter(NewNetnsNames())
+	// The probe reports the drop in the node with the bridge port as device.
+	m, err := nf.Attribute(PacketFromSignal(signal.Signal{Kind: signal.KindDrop, NetnsInode: node.Inode, Dev: "v2", TCPFlags: signal.TCPFlagSYN,
+		Flow: signal.Flow{Proto: signal.ProtoTCP, Src: cli.IP, Dst: srv.IP, SrcPort: 40000, DstPort: 8080}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("ip daddr %s tcp dport 8080 counter packets 1 bytes 60 drop", srv.IP)
+	if m.Chain != "forward_filter" || m.Text != want || !m.Exact || m.Netns != node.Netns {
+		t.Errorf("got %+v, want %q", m, want)
+	}
+}

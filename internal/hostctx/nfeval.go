@@ -467,17 +467,21 @@ type header struct {
 	known []bool
 }
 
+// load returns bytes to be copied into a register, not kept.
 func (h header) load(off, n uint32) ([]byte, bool) {
+	n = min(n, uint32(len(zero64)))
 	if int(off+n) > len(h.b) {
-		return make([]byte, n), false
+		return zero64[:n], false
 	}
 	for _, k := range h.known[off : off+n] {
 		if !k {
-			return make([]byte, n), false
+			return zero64[:n], false
 		}
 	}
-	return append([]byte(nil), h.b[off:off+n]...), true
+	return h.b[off : off+n], true
 }
+
+var zero64 [64]byte
 
 func (h header) set(off int, v []byte) {
 	copy(h.b[off:], v)
@@ -529,12 +533,16 @@ func (p Packet) ctState() uint32 {
 }
 
 // regs models nf_tables' data registers: 20 32-bit registers, where the
-// legacy 128-bit NFT_REG_1..4 alias NFT_REG32_00..15.
+// legacy 128-bit NFT_REG_1..4 alias NFT_REG32_00..15. src remembers per
+// 32-bit register which expression loaded an unknown value, to name it.
 type regs struct {
 	b     [80]byte
 	known [80]bool
-	label [80]string // what the unknown bytes came from
+	src   [20]expr.Any
 }
+
+// unloaded marks a register read before anything was loaded into it.
+var unloaded expr.Any = &expr.Immediate{}
 
 func regOff(r uint32) (int, bool) {
 	switch {
@@ -546,36 +554,57 @@ func regOff(r uint32) (int, bool) {
 	return 0, false
 }
 
-func (rg *regs) store(r uint32, v []byte, ok bool, label string) {
+func (rg *regs) store(r uint32, v []byte, ok bool, src expr.Any) {
 	off, valid := regOff(r)
 	if !valid {
 		return
 	}
-	for i := 0; i < len(v) && off+i < len(rg.b); i++ {
-		rg.b[off+i] = v[i]
-		rg.known[off+i] = ok
-		rg.label[off+i] = label
+	n := min(len(v), len(rg.b)-off)
+	copy(rg.b[off:off+n], v)
+	for i := off; i < off+n; i++ {
+		rg.known[i] = ok
+	}
+	for i := off / 4; i < (off+n+3)/4; i++ {
+		rg.src[i] = src
 	}
 }
 
-// get returns n bytes from register r, and the label of the first
-// unknown byte ("" when all are known).
-func (rg *regs) get(r uint32, n int) ([]byte, string) {
+// get returns n bytes from register r, and when any is unknown the
+// expression that loaded it (nil when all are known).
+func (rg *regs) get(r uint32, n int) ([]byte, expr.Any) {
 	off, valid := regOff(r)
 	if !valid || off+n > len(rg.b) {
-		return make([]byte, n), fmt.Sprintf("register %d", r)
+		return make([]byte, n), unloaded
 	}
+	v := rg.b[off : off+n : off+n]
 	for i := off; i < off+n; i++ {
 		if !rg.known[i] {
-			l := rg.label[i]
-			if l == "" {
-				l = fmt.Sprintf("register %d", r)
+			if s := rg.src[i/4]; s != nil {
+				return v, s
 			}
-			return append([]byte(nil), rg.b[off:off+n]...), l
+			return v, unloaded
 		}
 	}
-	return append([]byte(nil), rg.b[off:off+n]...), ""
+	return v, nil
 }
+
+// describe names the expression behind an unknown value.
+func (ev *evaluator) describe(e expr.Any) string {
+	switch x := e.(type) {
+	case *expr.Meta:
+		return metaName(x.Key)
+	case *expr.Payload:
+		return payloadName(x, ev.p)
+	case *expr.Ct:
+		return ctName(x.Key)
+	}
+	if e == unloaded {
+		return "a register loaded by nothing"
+	}
+	return strings.ToLower(reflect.TypeOf(e).Elem().Name())
+}
+
+var zero16 [16]byte
 
 func ifname(s string) []byte {
 	b := make([]byte, unix.IFNAMSIZ)
@@ -709,9 +738,9 @@ func (ev *evaluator) evalRule(ch *nfChain, r *nftables.Rule) ruleResult {
 			}
 			v, ok := ev.meta(x.Key)
 			if !ok {
-				v = make([]byte, 16)
+				v = zero16[:]
 			}
-			rg.store(x.Register, v, ok, metaName(x.Key))
+			rg.store(x.Register, v, ok, x)
 		case *expr.Payload:
 			if x.OperationType != expr.PayloadLoad {
 				continue
@@ -727,11 +756,11 @@ func (ev *evaluator) evalRule(ch *nfChain, r *nftables.Rule) ruleResult {
 			if h.b != nil {
 				v, ok = h.load(x.Offset, x.Len)
 			}
-			rg.store(x.DestRegister, v, ok, payloadName(x, ev.p))
+			rg.store(x.DestRegister, v, ok, x)
 		case *expr.Cmp:
 			v, unk := rg.get(x.Register, len(x.Data))
-			if unk != "" {
-				maybe(unk)
+			if unk != nil {
+				maybe(ev.describe(unk))
 				continue
 			}
 			if !cmpOK(x.Op, bytes.Compare(v, x.Data)) {
@@ -739,8 +768,8 @@ func (ev *evaluator) evalRule(ch *nfChain, r *nftables.Rule) ruleResult {
 			}
 		case *expr.Range:
 			v, unk := rg.get(x.Register, len(x.FromData))
-			if unk != "" {
-				maybe(unk)
+			if unk != nil {
+				maybe(ev.describe(unk))
 				continue
 			}
 			in := bytes.Compare(v, x.FromData) >= 0 && bytes.Compare(v, x.ToData) <= 0
@@ -749,17 +778,23 @@ func (ev *evaluator) evalRule(ch *nfChain, r *nftables.Rule) ruleResult {
 			}
 		case *expr.Bitwise:
 			v, unk := rg.get(x.SourceRegister, int(x.Len))
-			if unk != "" || len(x.Mask) < int(x.Len) || len(x.Xor) < int(x.Len) {
+			if unk != nil || len(x.Mask) < int(x.Len) || len(x.Xor) < int(x.Len) {
+				if unk == nil {
+					unk = x
+				}
 				rg.store(x.DestRegister, v, false, unk)
 				continue
 			}
-			for i := range v {
-				v[i] = v[i]&x.Mask[i] ^ x.Xor[i]
+			var buf [16]byte
+			out := buf[:min(len(v), 16)]
+			for i := range out {
+				out[i] = v[i]&x.Mask[i] ^ x.Xor[i]
 			}
-			rg.store(x.DestRegister, v, true, "")
+			rg.store(x.DestRegister, out, true, nil)
 		case *expr.Byteorder:
 			v, unk := rg.get(x.SourceRegister, int(x.Len))
-			if unk == "" && x.Size > 1 {
+			v = append([]byte(nil), v...)
+			if unk == nil && x.Size > 1 {
 				for i := 0; i+int(x.Size) <= len(v); i += int(x.Size) {
 					w := v[i : i+int(x.Size)]
 					for a, b := 0, len(w)-1; a < b; a, b = a+1, b-1 {
@@ -767,18 +802,20 @@ func (ev *evaluator) evalRule(ch *nfChain, r *nftables.Rule) ruleResult {
 					}
 				}
 			}
-			rg.store(x.DestRegister, v, unk == "", unk)
+			rg.store(x.DestRegister, v, unk == nil, unk)
 		case *expr.Ct:
 			if x.SourceRegister {
 				continue
 			}
 			if x.Key == expr.CtKeySTATE {
 				if st := ev.p.ctState(); st != 0 {
-					rg.store(x.Register, binary.NativeEndian.AppendUint32(nil, st), true, "")
+					var b [4]byte
+					binary.NativeEndian.PutUint32(b[:], st)
+					rg.store(x.Register, b[:], true, nil)
 					continue
 				}
 			}
-			rg.store(x.Register, make([]byte, 16), false, ctName(x.Key))
+			rg.store(x.Register, zero16[:], false, x)
 		case *expr.Lookup:
 			set := ev.rs.sets[tableKey{ch.c.Table.Family, ch.c.Table.Name}][x.SetName]
 			if set == nil {
@@ -790,8 +827,8 @@ func (ev *evaluator) evalRule(ch *nfChain, r *nftables.Rule) ruleResult {
 				klen = 4
 			}
 			key, unk := rg.get(x.SourceRegister, klen)
-			if unk != "" {
-				maybe(unk)
+			if unk != nil {
+				maybe(ev.describe(unk))
 				continue
 			}
 			el, in := set.contains(key)
@@ -802,10 +839,10 @@ func (ev *evaluator) evalRule(ch *nfChain, r *nftables.Rule) ruleResult {
 				if x.DestRegister == 0 && el.VerdictData != nil { // vmap
 					return ev.verdict(res, x.SetName, el.VerdictData)
 				}
-				rg.store(x.DestRegister, el.Val, true, "")
+				rg.store(x.DestRegister, el.Val, true, nil)
 			}
 		case *expr.Immediate:
-			rg.store(x.Register, x.Data, true, "")
+			rg.store(x.Register, x.Data, true, nil)
 		case *expr.Verdict:
 			return ev.verdict(res, "", x)
 		case *expr.Reject:
@@ -846,7 +883,7 @@ func (ev *evaluator) evalRule(ch *nfChain, r *nftables.Rule) ruleResult {
 			name := strings.ToLower(reflect.TypeOf(e).Elem().Name())
 			maybe(name)
 			if d := destRegister(e); d != 0 {
-				rg.store(d, make([]byte, 16), false, name)
+				rg.store(d, zero16[:], false, e)
 			}
 		}
 	}

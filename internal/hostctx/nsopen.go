@@ -14,14 +14,42 @@ import (
 
 // nsPaths remembers where each namespace was last found, so that repeated
 // opens skip the /proc walk; every hit is checked against the inode again.
-var nsPaths sync.Map // uint32 -> string
+// Bounded: it is emptied when it reaches maxNsPaths (namespaces churn).
+var nsPaths = struct {
+	sync.Mutex
+	m map[uint32]string
+}{m: map[uint32]string{}}
+
+const maxNsPaths = 4096
+
+func nsPathLoad(ino uint32) (string, bool) {
+	nsPaths.Lock()
+	defer nsPaths.Unlock()
+	p, ok := nsPaths.m[ino]
+	return p, ok
+}
+
+func nsPathStore(ino uint32, p string) {
+	nsPaths.Lock()
+	defer nsPaths.Unlock()
+	if len(nsPaths.m) >= maxNsPaths {
+		clear(nsPaths.m)
+	}
+	nsPaths.m[ino] = p
+}
+
+func nsPathDelete(ino uint32) {
+	nsPaths.Lock()
+	defer nsPaths.Unlock()
+	delete(nsPaths.m, ino)
+}
 
 func openNetnsIn(netnsDir, procDir string, ino uint32) (netns.NsHandle, error) {
-	if p, ok := nsPaths.Load(ino); ok {
-		if h, ok := openIfInode(p.(string), ino); ok {
+	if p, ok := nsPathLoad(ino); ok {
+		if h, ok := openIfInode(p, ino); ok {
 			return h, nil
 		}
-		nsPaths.Delete(ino)
+		nsPathDelete(ino)
 	}
 	var candidates []string
 	if entries, err := os.ReadDir(netnsDir); err == nil {
@@ -32,7 +60,7 @@ func openNetnsIn(netnsDir, procDir string, ino uint32) (netns.NsHandle, error) {
 	candidates = append(candidates, filepath.Join(procDir, "self", "ns", "net"))
 	for _, c := range candidates {
 		if h, ok := openIfInode(c, ino); ok {
-			nsPaths.Store(ino, c)
+			nsPathStore(ino, c)
 			return h, nil
 		}
 	}
@@ -45,7 +73,7 @@ func openNetnsIn(netnsDir, procDir string, ino uint32) (netns.NsHandle, error) {
 		if h, ok := openIfInode(p, ino); ok {
 			// A pid's path is only remembered while that process lives;
 			// the check on reuse catches a recycled pid.
-			nsPaths.Store(ino, p)
+			nsPathStore(ino, p)
 			return h, nil
 		}
 	}
