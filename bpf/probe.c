@@ -27,6 +27,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* include/net/tcp_states.h (kernel ABI). */
 #define TCP_SYN_SENT 2
 #define TCP_CLOSE 7
+#define TCP_LISTEN 10
 
 /* Record kinds; the same numbers as signal.Kind in Go. */
 enum nc_kind {
@@ -335,6 +336,17 @@ static __always_inline int parse_packet(struct sk_buff *skb, struct nc_event *e)
 	return 0;
 }
 
+/* A packet dropped at a listening socket: its accept queue length and
+ * limit (an overflowing handshake is dropped against the listener). */
+static __always_inline void fill_listener(struct nc_event *e, struct sock *sk)
+{
+	if (e->state != TCP_LISTEN)
+		return;
+	e->backlog = BPF_CORE_READ(sk, sk_ack_backlog);
+	e->max_backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
+	e->flags |= NC_F_BACKLOG;
+}
+
 static __always_inline bool location_allowed(__u64 loc)
 {
 	for (__u32 i = 0; i < NC_MAX_LOCATIONS; i++) {
@@ -504,6 +516,7 @@ int on_kfree_skb(u64 *ctx)
 		 * dropped packet may lack it). */
 		e.sock_cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 		e.flags |= NC_F_SOCK;
+		fill_listener(&e, sk);
 	} else if (kfree_skb_has_rx_sk) {
 		struct sock *rx_sk = (void *)ctx[3];
 
@@ -512,6 +525,7 @@ int on_kfree_skb(u64 *ctx)
 			fill_netns(&e, BPF_CORE_READ(rx_sk, __sk_common.skc_net.net));
 			e.sock_cookie = bpf_get_socket_cookie(rx_sk);
 			e.flags |= NC_F_SOCK;
+			fill_listener(&e, rx_sk);
 		}
 	}
 	submit(&e);

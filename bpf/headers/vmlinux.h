@@ -111,6 +111,8 @@ struct sock {
 	struct sock_common __sk_common;
 	int sk_err;
 	u16 sk_protocol;
+	u32 sk_ack_backlog;
+	u32 sk_max_ack_backlog;
 };
 
 struct inet_sock {

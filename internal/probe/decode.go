@@ -153,6 +153,10 @@ func (d *decoder) decode(b []byte, s *signal.Signal) error {
 			s.DropReason = enumName(d.dropReasons, reason)
 		}
 		s.DropLocation = d.location(ne.Uint64(b[offLocation:]))
+		if flags&flagBacklog != 0 {
+			s.Backlog = ne.Uint32(b[offBacklog:])
+			s.MaxBacklog = ne.Uint32(b[offMaxBacklog:])
+		}
 	case signal.KindResetSent:
 		if flags&flagReason != 0 {
 			s.ResetReason = enumName(d.rstReasons, reason)

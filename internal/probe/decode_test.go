@@ -230,6 +230,19 @@ func TestDecode(t *testing.T) {
 				TCPFlags: 0x02, ICMPType: 3, ICMPCode: 10},
 		},
 		{
+			name: "drop at a listener with its backlog",
+			in: rec{ts: 5_000_000_123, kind: 5, family: afInet, proto: 6, flags: flagFlow | flagReason | flagSock | flagBacklog,
+				saddr: v4a, daddr: v4b, sport: 40000, dport: 80, reason: 3, state: 10, backlog: 2, maxBacklog: 1},
+			want: signal.Signal{Kind: signal.KindDrop, Time: at,
+				Flow:       signal.Flow{Proto: 6, Src: v4a, Dst: v4b, SrcPort: 40000, DstPort: 80},
+				DropReason: "NO_SOCKET", State: signal.StateListen, Backlog: 2, MaxBacklog: 1},
+		},
+		{
+			name: "backlog ignored without its flag",
+			in:   rec{ts: 5_000_000_123, kind: 5, backlog: 2, maxBacklog: 1},
+			want: signal.Signal{Kind: signal.KindDrop, Time: at},
+		},
+		{
 			name: "full-length comm and dev are not truncated",
 			in:   rec{ts: 5_000_000_123, kind: 5, comm: "abcdefghijklmno", dev: "0123456789abcde"},
 			want: signal.Signal{Kind: signal.KindDrop, Time: at, Comm: "abcdefghijklmno", Dev: "0123456789abcde"},

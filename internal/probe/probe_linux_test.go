@@ -657,3 +657,67 @@ func TestConnectTimeout(t *testing.T) {
 		t.Errorf("%d drops and %d retransmits, want one drop per SYN sent and at least one retransmit", drops, retrans)
 	}
 }
+
+// A listener with backlog 1 that never accepts, and four handshakes whose
+// first ACKs are lost (so every SYN is answered before the accept queue
+// fills): when the clients' data arrives, two connections fill the queue
+// and the others are dropped against the LISTEN socket (measured on 6.18:
+// NO_SOCKET at cookie_v4_check, the SYN-ACK having been a syncookie). The
+// drop carries the listener's queue length and limit. A SYN that meets a
+// full accept queue is consumed without a drop record: only the client's
+// SYN retransmissions show it.
+func TestListenQueueOverflow(t *testing.T) {
+	_, col := startProbe(t, Config{})
+	ns := newTestNetns(t)
+	lo := netip.MustParseAddr("127.0.0.1")
+	const port = 4290
+	ns.nft(t, `table inet nc_probe_test {
+	chain c {
+		type filter hook input priority 0; policy accept;
+		tcp dport 4290 tcp flags & (syn|ack) == ack drop
+	}
+}`)
+	srv := ns.socket(t, unix.AF_INET)
+	if err := unix.Bind(srv, sockaddr(lo, port)); err != nil {
+		t.Fatalf("bind: %v", err)
+	}
+	if err := unix.Listen(srv, 1); err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	var fds []int
+	for range 4 {
+		fd := ns.socket(t, unix.AF_INET)
+		if err := unix.SetNonblock(fd, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Connect(fd, sockaddr(lo, port)); !errors.Is(err, unix.EINPROGRESS) {
+			t.Fatalf("nonblocking connect = %v, want EINPROGRESS", err)
+		}
+		fds = append(fds, fd)
+	}
+	time.Sleep(200 * time.Millisecond) // the clients are ESTABLISHED, the server never saw an ACK
+	ns.nft(t, "delete table inet nc_probe_test")
+	for _, fd := range fds {
+		if _, err := unix.Write(fd, []byte("hello")); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+	}
+	atListener := func(s signal.Signal) bool {
+		return s.NetnsCookie == ns.cookie && s.Kind == signal.KindDrop && s.Flow.DstPort == port && s.State == signal.StateListen
+	}
+	d, ok := col.waitFor(atListener, 3*time.Second)
+	if !ok {
+		t.Fatalf("no drop at the listener; signals in the namespace:\n%s",
+			dump(col.matching(func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie })))
+	}
+	if d.MaxBacklog != 1 || d.Backlog <= d.MaxBacklog || d.TCPFlags&signal.TCPFlagACK == 0 {
+		t.Errorf("drop = %s, want an ACK segment dropped at a full accept queue (backlog > max 1)", dump([]signal.Signal{d}))
+	}
+	t.Logf("overflow drop: reason %s at %s, backlog %d/%d", d.DropReason, d.DropLocation, d.Backlog, d.MaxBacklog)
+	// Drops at sockets that are not listening carry no queue figures.
+	for _, s := range col.matching(func(s signal.Signal) bool { return s.NetnsCookie == ns.cookie && s.Kind == signal.KindDrop }) {
+		if s.State != signal.StateListen && (s.Backlog != 0 || s.MaxBacklog != 0) {
+			t.Errorf("drop without a listener carries backlog figures: %s", dump([]signal.Signal{s}))
+		}
+	}
+}
