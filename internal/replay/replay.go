@@ -88,31 +88,33 @@ func (d *Decoder) Decode(s *signal.Signal) error {
 
 // Unmarshal decodes one JSON object (one line without its newline) into s.
 func Unmarshal(data []byte, s *signal.Signal) error {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(data, &fields); err != nil {
-		return &Error{Err: fmt.Errorf("not a JSON object: %w", err)}
-	}
-	if fields == nil {
-		return &Error{Err: errors.New("not a JSON object: null")}
+	var buf [2 * len(fieldOrder)]member
+	members, err := scanObject(data, buf[:])
+	if err != nil {
+		return err
 	}
 	// Unknown fields first, then known ones in documented order, so the
-	// error for a line with several problems is deterministic.
-	for name := range fields {
-		if !knownField[name] {
-			return &Error{Field: name, Err: errors.New("unknown field")}
+	// error for a line with several problems is deterministic. A repeated
+	// key keeps its last value, as encoding/json does.
+	var raws [len(fieldOrder)][]byte
+	for _, m := range members {
+		i, ok := fieldIndex[string(m.key)]
+		if !ok {
+			return &Error{Field: string(m.key), Err: errors.New("unknown field")}
 		}
+		raws[i] = m.value
 	}
 	var out signal.Signal
-	for _, name := range fieldOrder {
-		raw, ok := fields[name]
-		if !ok || isNull(raw) {
+	for i, name := range fieldOrder {
+		raw := raws[i]
+		if raw == nil || isNull(raw) {
 			continue
 		}
 		if err := decodeField(&out, name, raw); err != nil {
 			return &Error{Field: name, Err: err}
 		}
 	}
-	if _, ok := fields["time"]; !ok || out.Time.IsZero() {
+	if out.Time.IsZero() {
 		return &Error{Field: "time", Err: errors.New("required")}
 	}
 	if out.Kind == signal.KindUnknown {
@@ -125,7 +127,7 @@ func Unmarshal(data []byte, s *signal.Signal) error {
 	return nil
 }
 
-var fieldOrder = []string{
+var fieldOrder = [...]string{
 	"time", "kind", "proto", "src", "src_port", "dst", "dst_port", "netns_cookie", "netns_inode",
 	"ifindex", "dev", "state", "old_state", "sk_err", "err", "tcp_flags", "drop_reason",
 	"drop_location", "reset_reason", "retransmits", "sock_cookie", "pid", "comm",
@@ -133,10 +135,10 @@ var fieldOrder = []string{
 	"icmp_type", "icmp_code", "icmp_from", "mtu", "backlog", "max_backlog",
 }
 
-var knownField = func() map[string]bool {
-	m := make(map[string]bool, len(fieldOrder))
-	for _, n := range fieldOrder {
-		m[n] = true
+var fieldIndex = func() map[string]int {
+	m := make(map[string]int, len(fieldOrder))
+	for i, n := range fieldOrder {
+		m[n] = i
 	}
 	return m
 }()
@@ -265,12 +267,15 @@ func decodeField(s *signal.Signal, name string, raw json.RawMessage) error {
 }
 
 func jsonString(raw json.RawMessage) (string, error) {
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", fmt.Errorf("want a string, got %s", clip(raw))
+	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' {
+		if b, err := unquote(raw); err == nil {
+			return string(b), nil
+		}
 	}
-	return s, nil
+	return "", fmt.Errorf("want a string, got %s", clip(raw))
 }
+
+func jsonUnmarshalString(tok []byte, s *string) error { return json.Unmarshal(tok, s) }
 
 func isJSONString(raw json.RawMessage) bool {
 	t := bytes.TrimSpace(raw)

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/netip"
@@ -227,6 +228,8 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	}
 	for _, seed := range []string{"", "{}", "null", `{"time":null,"kind":null}`, `{"tcp_flags":"|"}`,
+		`{"time":"2026-11-26T00:00:00Z","kind":"drop","dev":"e\u0074h0","comm":"\ud83d\ude00"}`,
+		`{"time":"2026-11-26T00:00:00Z","kind":"drop","sk_err":-0,"err":1e2}`, `{"a":{"b":1}}`, ` { "kind" : "drop" } x`,
 		`{"time":"2026-11-26T00:00:00Z","kind":"drop","src":"fe80::1%eth0","dst":"::ffff:1.2.3.4"}`} {
 		f.Add([]byte(seed))
 	}
@@ -238,6 +241,10 @@ func FuzzUnmarshal(f *testing.F) {
 				t.Fatalf("error %v is not *Error", err)
 			}
 			return
+		}
+		// The hand-written scanner accepts only valid JSON.
+		if !json.Valid(data) {
+			t.Fatalf("accepted invalid JSON %q", data)
 		}
 		// Whatever decodes must encode and decode back to the same signal.
 		b, err := Marshal(s)
@@ -271,4 +278,39 @@ func FuzzDecoder(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The scanner agrees with encoding/json on what a line means.
+func TestScannerStrings(t *testing.T) {
+	tests := []struct {
+		in      string
+		dev     string
+		wantErr string
+	}{
+		{`{"time":"2026-11-26T00:00:00Z","kind":"drop","dev":"eth0"}`, "eth0", ""},
+		{`{"time":"2026-11-26T00:00:00Z","kind":"drop","dev":"e\u0074h\"0\\"}`, "eth\"0\\", ""},
+		{`{"time":"2026-11-26T00:00:00Z","kind":"drop","dev":"\ud83d\ude00"}`, "\U0001F600", ""},
+		{` { "time" : "2026-11-26T00:00:00Z" , "kind" : "drop" } `, "", ""},
+		{`{"time":"2026-11-26T00:00:00Z","kind":"drop","dev":"a` + "\x01" + `"}`, "", "control character"},
+		{`{"time":"2026-11-26T00:00:00Z","kind":"drop","dev":{"x":1}}`, "", "nested"},
+		{`{"time":"2026-11-26T00:00:00Z","kind":"drop","sk_err":01}`, "", "not a JSON object"},
+		{`{"time":"2026-11-26T00:00:00Z","kind":"drop","sk_err":1.}`, "", "bad number"},
+		{`{"time":"2026-11-26T00:00:00Z","kind":"drop"} {}`, "", "data after the object"},
+		{`{"time":"2026-11-26T00:00:00Z","kind":"drop",}`, "", "want a string"},
+		{`{"time":"2026-11-26T00:00:00Z" "kind":"drop"}`, "", "missing ','"},
+		{`{"time":"2026-11-26T00:00:00Z","kind":"drop","dev":"x","dev":"y"}`, "y", ""},
+	}
+	for _, tc := range tests {
+		var s signal.Signal
+		err := Unmarshal([]byte(tc.in), &s)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: error %v, want %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || s.Dev != tc.dev {
+			t.Errorf("%s: dev %q err %v, want %q", tc.in, s.Dev, err, tc.dev)
+		}
+	}
 }
