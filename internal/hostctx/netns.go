@@ -1,7 +1,10 @@
 //go:build linux
 
-// Package hostctx gives diagnoses the host's own terms: namespace names,
-// and later neighbours, routes, listening sockets and netfilter rules.
+// Package hostctx gives diagnoses the host's own terms, per network
+// namespace: its name (NetnsNames), its neighbours, routes, listening
+// sockets and devices (Host, implemented over netlink by Netlink), and the
+// netfilter rule that dropped a packet (Netfilter). See Host for how the
+// correlator is meant to use them.
 package hostctx
 
 import (

@@ -213,6 +213,10 @@ type evaluator struct {
 	cands   []*RuleMatch
 	evals   int
 	stopped bool // an exact drop was found
+	// passed lists rules of the current base chain that might have
+	// matched (not understood) and were assumed not to: a policy drop
+	// reached past them is only probable.
+	passed []string
 }
 
 // attribute evaluates the packet against the base chains of its path in
@@ -305,17 +309,16 @@ const (
 
 func (ev *evaluator) evalBase(ch *nfChain) {
 	via := []string{ch.c.Name}
-	out, exactPath := ev.evalChain(ch, via, 0, true)
+	ev.passed = ev.passed[:0]
+	out, _ := ev.evalChain(ch, via, 0, true)
 	if out == outFallthrough && ch.c.Policy != nil && *ch.c.Policy == nftables.ChainPolicyDrop {
 		m := ev.newMatch(ch, via, nil)
 		m.Text = "policy drop"
 		m.Verdict = "policy drop"
-		m.Exact = exactPath
-		if !exactPath {
-			m.Unknown = []string{"an earlier rule's match could not be decided"}
-		}
+		m.Exact = len(ev.passed) == 0
+		m.Unknown = append([]string(nil), ev.passed...)
 		ev.cands = append(ev.cands, m)
-		if exactPath {
+		if m.Exact {
 			ev.stopped = true
 		}
 	}
@@ -358,10 +361,12 @@ func (ev *evaluator) evalChain(ch *nfChain, via []string, depth int, exact bool)
 			}
 			// A rule that may accept: the packet was dropped, so assume
 			// it did not match and keep looking.
+			ev.pass(r, res)
 		case actReturn:
 			if sure {
 				return outFallthrough, exact
 			}
+			ev.pass(r, res)
 		case actJump, actGoto:
 			target := ev.rs.byName[tableKey{ch.c.Table.Family, ch.c.Table.Name}][res.chain]
 			if target == nil {
@@ -378,9 +383,16 @@ func (ev *evaluator) evalChain(ch *nfChain, via []string, depth int, exact bool)
 			if sure && (out == outAccept || res.action == actGoto) {
 				return out, exact
 			}
+			if !sure {
+				ev.pass(r, res)
+			}
 		}
 	}
 	return outFallthrough, exact
+}
+
+func (ev *evaluator) pass(r *nftables.Rule, res ruleResult) {
+	ev.passed = append(ev.passed, fmt.Sprintf("rule %d (%s) assumed not to match", r.Handle, strings.Join(res.unknown, ", ")))
 }
 
 func (ev *evaluator) newMatch(ch *nfChain, via []string, r *nftables.Rule) *RuleMatch {

@@ -5,6 +5,7 @@ package hostctx
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -294,6 +295,14 @@ func TestInterpreter(t *testing.T) {
 			want: want{chain: "in", text: "policy drop", verdict: "policy drop", exact: true, via: []string{"in"}},
 		},
 		{
+			name: "policy drop past a rule that might accept: probable",
+			chains: []chainRules{{inDrop, []*nftables.Rule{
+				rule(inDrop, cat(mark, accept)...),
+			}}},
+			pkt:  syn("10.0.0.3", 8080),
+			want: want{chain: "in", text: "policy drop", verdict: "policy drop", exact: false, unknown: []string{"rule " + "HANDLE" + " (meta mark) assumed not to match"}, via: []string{"in"}},
+		},
+		{
 			name: "accept in one base chain does not stop the next",
 			chains: []chainRules{
 				{in, []*nftables.Rule{rule(in, cat(l4(6), dport(0, 8080), drop)...)}},
@@ -414,6 +423,11 @@ func TestInterpreter(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			for i, u := range tc.want.unknown {
+				if strings.Contains(u, "HANDLE") {
+					tc.want.unknown[i] = strings.Replace(u, "HANDLE", fmt.Sprint(tc.chains[0].rules[0].Handle), 1)
+				}
 			}
 			got := want{chain: m.Chain, text: m.Text, verdict: m.Verdict, exact: m.Exact, unknown: m.Unknown, via: m.Via, ipt: m.Iptables}
 			if !reflect.DeepEqual(got, tc.want) {
