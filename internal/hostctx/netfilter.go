@@ -71,6 +71,13 @@ func (n *Netfilter) Attribute(p Packet) (*RuleMatch, error) {
 			p.OutIface, p.OutIfindex = p.DropDev, p.DropIfindex
 		}
 	}
+	if (p.Path == PathOutput || p.Path == PathForward) && p.OutIface == "" && p.OutIfindex == 0 {
+		// The kernel routes before the output and forward hooks, so the
+		// route to the destination names the output device.
+		if r, err := NewNetlink().Route(p.NetnsInode, p.Dst); err == nil && r.Err == nil {
+			p.OutIfindex = r.Ifindex
+		}
+	}
 	p.InIface, p.InIfindex = e.device(p.InIface, p.InIfindex)
 	p.OutIface, p.OutIfindex = e.device(p.OutIface, p.OutIfindex)
 	m, err := e.rs.attribute(p)

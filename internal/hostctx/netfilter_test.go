@@ -305,3 +305,61 @@ func TestNetfilterLabBridgeForward(t *testing.T) {
 		t.Errorf("got %+v, want %q", m, want)
 	}
 }
+
+// A drop in the sender's own output chain: the probe reports no device.
+func TestNetfilterLabOutput(t *testing.T) {
+	needTool(t, "nft")
+	l := lab.New(t)
+	cli := l.MustAddHost(t, "client")
+	srv := l.MustAddHost(t, "server")
+	if err := cli.Nft(`table inet fw { chain out { type filter hook output priority 0; oifname "eth0" ip daddr 10.0.0.0/8 tcp dport 8080 drop;
+		}
+	}`); err != nil {
+		t.Fatal(err)
+	}
+	knock(t, cli, netip.AddrPortFrom(srv.IP, 8080))
+	nf := NewNetfilter(nil)
+	p := PacketFromSignal(signal.Signal{Kind: signal.KindDrop, NetnsInode: cli.Inode, TCPFlags: signal.TCPFlagSYN,
+		Flow: signal.Flow{Proto: signal.ProtoTCP, Src: cli.IP, Dst: srv.IP, SrcPort: 40000, DstPort: 8080}})
+	m, err := nf.Attribute(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The output device is not in the signal; the route to the destination names it.
+	if m.Chain != "out" || !m.Exact || m.Text != `oifname "eth0" ip daddr 10.0.0.0/8 tcp dport 8080 drop` {
+		t.Errorf("got %+v", m)
+	}
+	// Another output device than the rule's: no match.
+	p.OutIface = "lo"
+	if m, err := nf.Attribute(p); err == nil {
+		t.Errorf("with output device lo: %+v", m)
+	}
+}
+
+// Rulesets are cached for TTL, then read again.
+func TestNetfilterLabCache(t *testing.T) {
+	needTool(t, "nft")
+	l := lab.New(t)
+	srv := l.MustAddHost(t, "server")
+	if err := srv.Nft("table inet fw { chain in { type filter hook input priority 0; tcp dport 8080 drop;\n}\n}"); err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Unix(1000, 0)
+	nf := NewNetfilter(nil)
+	nf.now = func() time.Time { return clock }
+	p := Packet{NetnsInode: srv.Inode, Proto: 6, Src: netip.MustParseAddr("10.1.1.1"), Dst: srv.IP, DstPort: 8080, TCPFlags: 0x02}
+	first, err := nf.Attribute(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Nft("flush ruleset\ntable inet fw2 { chain in { type filter hook input priority 0; tcp dport 8080 reject;\n}\n}"); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := nf.Attribute(p); err != nil || m.Table != first.Table {
+		t.Errorf("within TTL: %+v, %v; want the cached table %s", m, err, first.Table)
+	}
+	clock = clock.Add(nf.TTL)
+	if m, err := nf.Attribute(p); err != nil || m.Table != "fw2" || m.Verdict != "reject" {
+		t.Errorf("after TTL: %+v, %v; want fw2's reject", m, err)
+	}
+}
