@@ -76,6 +76,9 @@ func TestICMPErrors(t *testing.T) {
 		t.Skip("skipping: the iptables command is needed for REJECT rules")
 	}
 	p, col := startProbe(t, Config{})
+	if before := withStats(t, p); before != nil {
+		defer logStats(t, p, before)
+	}
 	tests := []struct {
 		name   string
 		setup  func(t *testing.T, l *lab.Lab, client, server *lab.Host) (send func() signal.Flow, sender *lab.Host)

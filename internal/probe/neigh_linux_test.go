@@ -51,7 +51,10 @@ func mustRun(t *testing.T, h *lab.Host, name string, args ...string) string {
 // reported once, at the move to FAILED, from the client's namespace.
 func TestNeighFailed(t *testing.T) {
 	requireProbe(t)
-	_, col := startProbe(t, Config{})
+	p, col := startProbe(t, Config{})
+	if before := withStats(t, p); before != nil {
+		defer logStats(t, p, before)
+	}
 	tests := []struct {
 		name     string
 		setup    func(t *testing.T, l *lab.Lab, client *lab.Host) netip.Addr

@@ -431,6 +431,11 @@ func TestSuccessIsSilent(t *testing.T) {
 	for _, fam := range families {
 		t.Run(fam.name, func(t *testing.T) {
 			ns := newTestNetns(t)
+			var aerr error
+			ns.run(func() { aerr = p.AttachICMP("lo") })
+			if aerr != nil {
+				t.Fatal(aerr)
+			}
 			const conns = 300
 			loopbackConnectsFamily(t, ns, fam, conns, 4244)
 			// Give late records (TIME_WAIT, FIN handling in softirq) time to arrive.
