@@ -247,6 +247,11 @@ func (p SYNDropped) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis {
 		d.Details = fmt.Sprintf("The kernel in %s freed the SYN with drop reason %s at %s.", where, drop.DropReason, orUnknown(drop.DropLocation))
 		d.Resolution = fmt.Sprintf("Look up drop reason %s (include/net/dropreason-core.h) and fix its cause in %s "+
 			"(routes `ip route`, rp_filter, conntrack `conntrack -S`, listen backlog `ss -ltn`).", drop.DropReason, where)
+		if h, ok := dropHint(drop); ok {
+			d.Summary = fmt.Sprintf("SYN to %s dropped in %s: %s", dst, where, h.what)
+			d.Details += " " + h.why
+			d.Resolution = fmt.Sprintf(h.fix, where, addrText(ev.Flow.Dst), addrText(ev.Flow.Src), ev.Flow.DstPort)
+		}
 	default:
 		d.Layer = diagnosis.LayerL3
 		d.Summary = fmt.Sprintf("SYN to %s unanswered: no local drop seen, the path or the remote host drops it", dst)
@@ -280,4 +285,40 @@ func (p SYNDropped) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis {
 	}
 	d.Source, d.Destination = endpoints(ev, server)
 	return d
+}
+
+// hint explains a drop reason the kernel reports for SYNs. fix is a format
+// with, in order: the netns phrase, the destination, the source, the port.
+type hint struct{ what, why, fix string }
+
+// dropHint knows the drop reasons KERNEL.md saw for dropped SYNs beyond
+// netfilter and the neighbour layer.
+func dropHint(s *signal.Signal) (hint, bool) {
+	switch {
+	case s.DropLocation == "ip_error" || s.DropReason == "IP_INNOROUTES" || s.DropReason == "IP_OUTNOROUTES":
+		return hint{
+			what: "no route (a blackhole or unreachable route)",
+			why:  "Routing found no usable route: a blackhole/unreachable/prohibit route or no route at all.",
+			fix:  "Check `ip route get %[2]s` in %[1]s and remove the blackhole/unreachable route or add the missing one.",
+		}, true
+	case s.DropReason == "IP_RPFILTER":
+		return hint{
+			what: "reverse-path filter (rp_filter)",
+			why:  "Strict reverse-path filtering found no route back to the source through the receiving interface.",
+			fix:  "In %[1]s make the route back to %[3]s use the receiving interface, or set net.ipv4.conf.<dev>.rp_filter=2 (loose).",
+		}, true
+	case s.DropReason == "TCP_LISTEN_OVERFLOW":
+		return hint{
+			what: "the listener's accept queue is full",
+			why:  "The listening socket's backlog overflowed: the server does not accept connections fast enough.",
+			fix:  "In %[1]s check `ss -ltn 'sport = :%[4]d'` (Recv-Q vs Send-Q): make the server accept faster or raise its listen backlog and net.core.somaxconn.",
+		}, true
+	case s.DropReason == "OTHERHOST":
+		return hint{
+			what: "the packet reached a host it was not addressed to",
+			why:  "The frame's MAC address pointed at a host that does not own the IP: a stale ARP/neighbour entry, e.g. after an IP moved.",
+			fix:  "In %[1]s check `ip neigh show %[2]s` on the sender's side and flush the stale entry (`ip neigh flush to %[2]s`).",
+		}, true
+	}
+	return hint{}, false
 }

@@ -233,3 +233,33 @@ func TestSYNDroppedConfidenceGrowsWithEvidence(t *testing.T) {
 		prev = v.Confidence
 	}
 }
+
+func TestSYNDroppedKernelDropHints(t *testing.T) {
+	tests := []struct {
+		reason, location string
+		summary, fix     string
+	}{
+		{"NOT_SPECIFIED", "ip_error", "dropped in netns server: no route (a blackhole or unreachable route)", "ip route get 10.0.0.2"},
+		{"IP_RPFILTER", "ip_rcv_finish_core", "reverse-path filter (rp_filter)", "route back to 10.0.0.1"},
+		{"TCP_LISTEN_OVERFLOW", "tcp_conn_request", "the listener's accept queue is full", "sport = :8080"},
+		{"OTHERHOST", "ip_rcv_core", "reached a host it was not addressed to", "ip neigh flush to 10.0.0.2"},
+		{"SOMETHING_NEW", "f", "dropped by the kernel in netns server: SOMETHING_NEW at f", "dropreason-core.h"},
+	}
+	p := pattern.SYNDropped{Timeout: time.Second}
+	for _, tc := range tests {
+		drop := serverDrop(0, tc.reason)
+		drop.DropLocation = tc.location
+		ev := evidence(drop, retrans(time.Second, 1, 0))
+		ev.Namer = fixtureNames
+		v, out := p.Match(ev)
+		if out != pattern.Match || v.Cause != pattern.CauseKernelDrop {
+			t.Fatalf("%s: %v %q", tc.reason, out, v.Cause)
+		}
+		d := p.Diagnose(ev, v)
+		mustContain(t, tc.reason+" summary", d.Summary, tc.summary)
+		mustContain(t, tc.reason+" resolution", d.Resolution, tc.fix)
+		if strings.Contains(d.Resolution, "%!") {
+			t.Errorf("%s: bad format in %q", tc.reason, d.Resolution)
+		}
+	}
+}
