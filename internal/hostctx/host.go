@@ -280,6 +280,7 @@ func PacketFromSignal(s signal.Signal) Packet {
 		Src:        s.Flow.Src, Dst: s.Flow.Dst,
 		SrcPort: s.Flow.SrcPort, DstPort: s.Flow.DstPort,
 		TCPFlags: s.TCPFlags,
+		Time:     s.Time,
 	}
 	if s.Dev != "" || s.Ifindex != 0 {
 		p.DropDev, p.DropIfindex = s.Dev, s.Ifindex

@@ -30,6 +30,9 @@ type Netfilter struct {
 	TTL time.Duration
 	// MaxNamespaces bounds the cache; beyond it the oldest entry goes.
 	MaxNamespaces int
+	// MinReload bounds how often a drop newer than the cached ruleset
+	// makes it list the ruleset again (see Packet.Time).
+	MinReload time.Duration
 
 	mu    sync.Mutex
 	cache map[uint32]*nfEntry
@@ -46,7 +49,7 @@ type nfEntry struct {
 // NewNetfilter returns an attributor; names may be nil (RuleMatch.Netns
 // then says "netns:<inode>").
 func NewNetfilter(names *NetnsNames) *Netfilter {
-	return &Netfilter{names: names, TTL: 2 * time.Second, MaxNamespaces: 64, cache: map[uint32]*nfEntry{}, now: time.Now}
+	return &Netfilter{names: names, TTL: 2 * time.Second, MaxNamespaces: 64, MinReload: 100 * time.Millisecond, cache: map[uint32]*nfEntry{}, now: time.Now}
 }
 
 // Attribute finds the rule in the packet's namespace that drops or rejects
@@ -56,7 +59,7 @@ func (n *Netfilter) Attribute(p Packet) (*RuleMatch, error) {
 	if p.NetnsInode == 0 {
 		return nil, errors.New("netfilter attribution: packet without a network namespace")
 	}
-	e, err := n.entry(p.NetnsInode)
+	e, err := n.entry(p.NetnsInode, p.Time)
 	if err != nil {
 		return nil, err
 	}
@@ -124,12 +127,15 @@ func inferPath(p Packet, local map[netip.Addr]bool) Path {
 	return PathUnknown
 }
 
-func (n *Netfilter) entry(ino uint32) (*nfEntry, error) {
+func (n *Netfilter) entry(ino uint32, dropped time.Time) (*nfEntry, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	now := n.now()
 	if e, ok := n.cache[ino]; ok && now.Sub(e.at) < n.TTL {
-		return e, nil
+		stale := !dropped.IsZero() && e.at.Before(dropped) && now.Sub(e.at) >= n.MinReload
+		if !stale {
+			return e, nil
+		}
 	}
 	// The lock is held across the load: concurrent callers for the same
 	// namespace wait for one dump instead of making their own.

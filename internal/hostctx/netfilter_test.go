@@ -358,8 +358,21 @@ func TestNetfilterLabCache(t *testing.T) {
 	if m, err := nf.Attribute(p); err != nil || m.Table != first.Table {
 		t.Errorf("within TTL: %+v, %v; want the cached table %s", m, err, first.Table)
 	}
-	clock = clock.Add(nf.TTL)
+	// A drop after the listing reloads it, but not within MinReload.
+	p.Time = clock.Add(time.Millisecond)
+	if m, err := nf.Attribute(p); err != nil || m.Table != first.Table {
+		t.Errorf("drop newer than the listing, within MinReload: %+v, %v; want the cached table", m, err)
+	}
+	clock = clock.Add(nf.MinReload)
 	if m, err := nf.Attribute(p); err != nil || m.Table != "fw2" || m.Verdict != "reject" {
-		t.Errorf("after TTL: %+v, %v; want fw2's reject", m, err)
+		t.Errorf("drop newer than the listing: %+v, %v; want fw2's reject", m, err)
+	}
+	p.Time = time.Time{}
+	if err := srv.Nft("flush ruleset\ntable inet fw3 { chain in { type filter hook input priority 0; tcp dport 8080 drop;\n}\n}"); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(nf.TTL)
+	if m, err := nf.Attribute(p); err != nil || m.Table != "fw3" {
+		t.Errorf("after TTL: %+v, %v; want fw3", m, err)
 	}
 }

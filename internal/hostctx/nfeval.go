@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -67,6 +68,9 @@ type Packet struct {
 	// Attribute derive it: a SYN without ACK is NEW, anything else unknown.
 	CTState uint32
 	Path    Path
+	// Time of the drop: a cached ruleset listed before it is listed again
+	// (at most every Netfilter.MinReload) so counters include the drop.
+	Time time.Time
 }
 
 // Counter is a rule's packet and byte counter at the time of attribution.
@@ -88,8 +92,9 @@ type RuleMatch struct {
 	Verdict  string // "drop", "reject with tcp reset", "policy drop"
 	// Exact: every expression of the rule was understood and matched the
 	// packet. Otherwise Unknown says which were not understood (they were
-	// assumed to match) and Alternatives lists other rules that might
-	// equally have dropped it.
+	// assumed to match). Alternatives lists other rules that might have
+	// dropped it (probable ones met on the way); when it is not empty even
+	// an exact rule is not certain to be the one.
 	Exact        bool
 	Unknown      []string
 	Alternatives []string
@@ -246,15 +251,33 @@ func (rs *ruleset) attribute(p Packet) (*RuleMatch, error) {
 
 var errNoRule = fmt.Errorf("no rule or chain policy drops this packet in the current ruleset")
 
-// choose picks among candidates: the exact match ends the list; before it
-// only probable ones. A probable rule whose counter moved beats one whose
-// counter did not.
+// choose picks among candidates, which are in evaluation order: probable
+// ones, then possibly the exact one that ended the walk. The exact rule
+// wins, unless its counter says it never matched while an earlier probable
+// rule's counter moved: then the packet was dropped before it. Without an
+// exact rule, the first probable rule whose counter moved wins, else the
+// first. The others are listed as alternatives.
 func (ev *evaluator) choose() *RuleMatch {
-	best := ev.cands[0]
-	for _, c := range ev.cands {
-		if c.Counter != nil && c.Counter.Packets > 0 {
-			best = c
-			break
+	moved := func(m *RuleMatch) bool { return m.Counter != nil && m.Counter.Packets > 0 }
+	last := ev.cands[len(ev.cands)-1]
+	var best *RuleMatch
+	if last.Exact {
+		best = last
+		if last.Counter != nil && last.Counter.Packets == 0 {
+			for _, c := range ev.cands[:len(ev.cands)-1] {
+				if moved(c) {
+					best = c
+					break
+				}
+			}
+		}
+	} else {
+		best = ev.cands[0]
+		for _, c := range ev.cands {
+			if moved(c) {
+				best = c
+				break
+			}
 		}
 	}
 	for _, c := range ev.cands {
@@ -365,6 +388,11 @@ func (ev *evaluator) evalChain(ch *nfChain, via []string, depth int, exact bool)
 		case actReturn:
 			if sure {
 				return outFallthrough, exact
+			}
+			ev.pass(r, res)
+		case actOther: // queued or stolen: the packet left the ruleset here
+			if sure {
+				return outAccept, exact
 			}
 			ev.pass(r, res)
 		case actJump, actGoto:

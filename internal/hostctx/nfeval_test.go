@@ -136,6 +136,7 @@ func TestInterpreter(t *testing.T) {
 		unknown []string
 		via     []string
 		ipt     string
+		alts    int
 	}
 	tests := []struct {
 		name   string
@@ -278,13 +279,31 @@ func TestInterpreter(t *testing.T) {
 			want: want{chain: "in", text: "meta mark 0x01000000 tcp dport 8080 drop", verdict: "drop", exact: false, unknown: []string{"meta mark"}, via: []string{"in"}},
 		},
 		{
-			name: "a probable rule with a moving counter wins over an exact later one",
+			name: "an exact rule wins over an earlier probable one, which is named",
 			chains: []chainRules{{in, []*nftables.Rule{
 				rule(in, cat(mark, &expr.Counter{Packets: 7}, drop)...),
 				rule(in, cat(l4(6), &expr.Counter{Packets: 1}, drop)...),
 			}}},
 			pkt:  syn("10.0.0.3", 8080),
-			want: want{chain: "in", text: "meta mark 0x01000000 counter packets 7 bytes 0 drop", verdict: "drop", exact: false, unknown: []string{"meta mark"}, via: []string{"in"}},
+			want: want{chain: "in", text: "meta l4proto tcp counter packets 1 bytes 0 drop", verdict: "drop", exact: true, via: []string{"in"}, alts: 1},
+		},
+		{
+			name: "an exact rule that never counted loses to an earlier probable one that did",
+			chains: []chainRules{{in, []*nftables.Rule{
+				rule(in, cat(mark, &expr.Counter{Packets: 7}, drop)...),
+				rule(in, cat(l4(6), &expr.Counter{Packets: 0}, drop)...),
+			}}},
+			pkt:  syn("10.0.0.3", 8080),
+			want: want{chain: "in", text: "meta mark 0x01000000 counter packets 7 bytes 0 drop", verdict: "drop", exact: false, unknown: []string{"meta mark"}, via: []string{"in"}, alts: 1},
+		},
+		{
+			name: "among probable rules the one whose counter moved",
+			chains: []chainRules{{in, []*nftables.Rule{
+				rule(in, cat(mark, &expr.Counter{Packets: 0}, drop)...),
+				rule(in, cat(l4(6), &expr.Limit{Rate: 1}, &expr.Counter{Packets: 4}, drop)...),
+			}}},
+			pkt:  syn("10.0.0.3", 8080),
+			want: want{chain: "in", text: "meta l4proto tcp limit counter packets 4 bytes 0 drop", verdict: "drop", exact: false, unknown: []string{"limit"}, via: []string{"in"}, alts: 1},
 		},
 		{
 			name: "chain policy drop",
@@ -429,7 +448,7 @@ func TestInterpreter(t *testing.T) {
 					tc.want.unknown[i] = strings.Replace(u, "HANDLE", fmt.Sprint(tc.chains[0].rules[0].Handle), 1)
 				}
 			}
-			got := want{chain: m.Chain, text: m.Text, verdict: m.Verdict, exact: m.Exact, unknown: m.Unknown, via: m.Via, ipt: m.Iptables}
+			got := want{chain: m.Chain, text: m.Text, verdict: m.Verdict, exact: m.Exact, unknown: m.Unknown, via: m.Via, ipt: m.Iptables, alts: len(m.Alternatives)}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got  %+v\nwant %+v", got, tc.want)
 			}
