@@ -5,8 +5,11 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,4 +216,68 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// TestDaemonSetCapabilitiesProven runs commands with exactly the
+// DaemonSet's capabilities (setpriv, as root) and without one of them, to
+// show each of SYS_PTRACE and SYSLOG is needed for what the manifest says.
+func TestDaemonSetCapabilitiesProven(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run commands with chosen capabilities")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("needs setpriv (util-linux): " + err.Error())
+	}
+	ds := manifests(t, "daemonset.yaml")[0].(*appsv1.DaemonSet)
+	var caps []string
+	for _, c := range ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities.Add {
+		caps = append(caps, strings.ToLower(string(c)))
+	}
+	without := func(drop string) []string {
+		return slices.DeleteFunc(slices.Clone(caps), func(c string) bool { return c == drop })
+	}
+	// run runs a shell command with exactly caps (as root, no others).
+	run := func(caps []string, script string) (string, error) {
+		set := "-all"
+		for _, c := range caps {
+			set += ",+" + c
+		}
+		out, err := exec.Command(setpriv, "--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set,
+			"sh", "-c", script).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+
+	// A process with all of root's capabilities stands in for a pod
+	// sandbox or container runtime.
+	sleeper := exec.Command("sleep", "300")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	openNS := "exec 3</proc/" + strconv.Itoa(sleeper.Process.Pid) + "/ns/net"
+
+	t.Run("SYS_PTRACE opens other processes' network namespaces", func(t *testing.T) {
+		if out, err := run(caps, openNS); err != nil {
+			t.Errorf("with the DaemonSet's capabilities: %v %s", err, out)
+		}
+		if _, err := run(without("sys_ptrace"), openNS); err == nil {
+			t.Error("without SYS_PTRACE the namespace opened too: the capability is not needed")
+		}
+	})
+
+	t.Run("SYSLOG shows kallsyms addresses", func(t *testing.T) {
+		if b, _ := os.ReadFile("/proc/sys/kernel/kptr_restrict"); strings.TrimSpace(string(b)) == "2" {
+			t.Skip("kernel.kptr_restrict=2 hides addresses from everyone")
+		}
+		first := "head -n1 /proc/kallsyms | cut -d' ' -f1"
+		out, err := run(caps, first)
+		if err != nil || strings.Trim(out, "0") == "" {
+			t.Errorf("with the DaemonSet's capabilities: %q %v", out, err)
+		}
+		out, err = run(without("syslog"), first)
+		if err != nil || strings.Trim(out, "0") != "" {
+			t.Errorf("without SYSLOG kallsyms shows %q (%v), want zeros", out, err)
+		}
+	})
 }
