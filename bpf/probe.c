@@ -783,11 +783,29 @@ static __always_inline void quoted_ports(struct __sk_buff *skb, __u32 off, __u8 
 	e->dport = (__u16)p[2] << 8 | p[3];
 }
 
+/* Fast path of the TC program: the L4 protocol byte read straight from the
+ * packet's linear data, with or without an Ethernet header; -1 when the
+ * headers are not there (the caller then takes the helper path). */
+static __always_inline int l4_proto_fast(struct __sk_buff *skb, __u16 proto)
+{
+	__u8 *p = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u8 version = proto == ETH_P_IP ? 4 : 6;
+
+	if ((void *)(p + 24) > end)
+		return -1;
+	if (((__u16)p[12] << 8 | p[13]) == proto && p[14] >> 4 == version)
+		return version == 4 ? p[14 + 9] : p[14 + 6];
+	if (p[0] >> 4 == version)
+		return version == 4 ? p[9] : p[6];
+	return -1;
+}
+
 /*
  * ICMP errors received (TC ingress on the configured interfaces): the
  * outer header gives the error's sender, the quoted header the original
  * flow that failed (as its sender sent it). Only headers are read, never
- * payload. Any other packet costs a protocol check or two.
+ * payload. Any other packet costs a few loads and comparisons.
  */
 SEC("tcx/ingress")
 int on_icmp_ingress(struct __sk_buff *skb)
@@ -796,6 +814,13 @@ int on_icmp_ingress(struct __sk_buff *skb)
 	struct nc_event e = {};
 	__u32 off;
 	__u8 inner_proto;
+	int l4;
+
+	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
+		return TCX_NEXT;
+	l4 = l4_proto_fast(skb, proto);
+	if (l4 >= 0 && l4 != IPPROTO_ICMP && l4 != IPPROTO_ICMPV6)
+		return TCX_NEXT;
 
 	if (proto == ETH_P_IP) {
 		__u8 ip[20], icmp[8], in[20];
