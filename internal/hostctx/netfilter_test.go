@@ -113,6 +113,16 @@ func TestNetfilterLab(t *testing.T) {
 			want: want{table: "fw", chain: "in", text: "policy drop", verdict: "policy drop", exact: true, via: "in"},
 		},
 		{
+			name: "nft concatenation of ranges",
+			setup: func(s *lab.Host) error {
+				return s.Nft(`table inet fw { chain in { type filter hook input priority 0; ip saddr . tcp dport { 10.0.0.0/8 . 9000-9100, 192.168.0.1 . 22 } accept; ip saddr . tcp dport { 10.0.0.0/8 . 8000-8100, 192.168.0.1 . 22 } drop;
+}
+}`)
+			},
+			port: 8080,
+			want: want{table: "fw", chain: "in", text: "ip saddr . tcp dport { 10.0.0.0/8 . 8000-8100, 192.168.0.1 . 22 } drop", verdict: "drop", exact: true, via: "in"},
+		},
+		{
 			name: "iptables -j DROP",
 			setup: func(s *lab.Host) error {
 				return s.Iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP")

@@ -132,7 +132,9 @@ type nfSet struct {
 	ranges []keyRange // interval sets: [from, to) in key byte order
 }
 
-type keyRange struct{ from, to []byte } // to == nil: up to the maximum
+// keyRange is [from, to); to == nil: up to the maximum. end, when set, is
+// the inclusive last key as concatenated interval sets list it.
+type keyRange struct{ from, to, end []byte }
 
 func newRuleset() *ruleset {
 	return &ruleset{byName: map[tableKey]map[string]*nfChain{}, sets: map[tableKey]map[string]*nfSet{}}
@@ -161,7 +163,7 @@ func (rs *ruleset) addSet(s *nftables.Set, elems []nftables.SetElement) {
 			}
 			r := keyRange{from: e.Key}
 			if len(e.KeyEnd) > 0 { // concatenated interval keys carry their end
-				r.to = incr(e.KeyEnd)
+				r.to, r.end = incr(e.KeyEnd), e.KeyEnd
 			} else if i+1 < len(sorted) && sorted[i+1].IntervalEnd {
 				r.to = sorted[i+1].Key
 			}
@@ -173,6 +175,40 @@ func (rs *ruleset) addSet(s *nftables.Set, elems []nftables.SetElement) {
 		rs.sets[k] = map[string]*nfSet{}
 	}
 	rs.sets[k][s.Name] = set
+}
+
+// fields returns the byte sizes of a concatenated key's parts, each padded
+// to a 32-bit register; nil for a plain key.
+func (s *nfSet) fields() []int {
+	if !s.s.Concatenation && !strings.Contains(s.s.KeyType.Name, " . ") {
+		return nil
+	}
+	var out []int
+	for _, t := range nftables.ConcatSetTypeElements(s.s.KeyType) {
+		if t.Bytes == 0 {
+			return nil // a type google/nftables does not know
+		}
+		out = append(out, int(t.Bytes+3)/4*4)
+	}
+	return out
+}
+
+// inFields: a concatenation of ranges (ip saddr . tcp dport { 10.0.0.0/8 .
+// 80-90 }) holds a key when each part is within its own range.
+func inFields(key []byte, r keyRange, fields []int) bool {
+	last := lastOf(r)
+	off := 0
+	for _, n := range fields {
+		if off+n > len(key) || off+n > len(r.from) || off+n > len(last) {
+			return false
+		}
+		k := key[off : off+n]
+		if bytes.Compare(k, r.from[off:off+n]) < 0 || bytes.Compare(k, last[off:off+n]) > 0 {
+			return false
+		}
+		off += n
+	}
+	return true
 }
 
 // incr returns b+1 as a big-endian number, nil on overflow (no upper bound).
@@ -189,7 +225,14 @@ func incr(b []byte) []byte {
 
 func (s *nfSet) contains(key []byte) (*nftables.SetElement, bool) {
 	if s.s.Interval {
+		fields := s.fields()
 		for _, r := range s.ranges {
+			if len(fields) > 1 && r.end != nil {
+				if inFields(key, r, fields) {
+					return nil, true
+				}
+				continue
+			}
 			if bytes.Compare(key, r.from) >= 0 && (r.to == nil || bytes.Compare(key, r.to) < 0) {
 				return nil, true
 			}
@@ -601,6 +644,12 @@ func (rg *regs) store(r uint32, v []byte, ok bool, src expr.Any) {
 	}
 	n := min(len(v), len(rg.b)-off)
 	copy(rg.b[off:off+n], v)
+	// Like the kernel's loads, zero the rest of the last 32-bit register
+	// (a concatenation's key includes that padding).
+	for pad := off + n; pad%4 != 0 && pad < len(rg.b); pad++ {
+		rg.b[pad] = 0
+		n++
+	}
 	for i := off; i < off+n; i++ {
 		rg.known[i] = ok
 	}

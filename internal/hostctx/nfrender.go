@@ -213,25 +213,31 @@ func (rs *ruleset) renderNft(r *nftables.Rule) string {
 	v4 := fam != nftables.TableFamilyIPv6
 	var l4 uint8
 	var out []string
-	var pending []string // dependencies dropped if a following match implies them
-	pendKind := ""       // "l3" or "l4"
-	flush := func(impliedBy string) {
-		if pendKind != "" && impliedBy != pendKind {
-			out = append(out, pending...)
+	// Protocol matches nft adds as dependencies of an address or port
+	// match ("meta nfproto ipv4", "meta l4proto tcp") wait here and are
+	// left out if a match that implies them follows, as `nft list` does.
+	type dep struct{ text, kind string }
+	var pending []dep
+	emit := func(s string, implies string) {
+		var keep []dep
+		for _, d := range pending {
+			switch {
+			case strings.Contains(implies, d.kind):
+			case d.kind == "l4" && implies == "l3":
+				// An address match between a protocol dependency and
+				// the port match that implies it.
+				keep = append(keep, d)
+			default:
+				out = append(out, d.text)
+			}
 		}
-		pending, pendKind = nil, ""
-	}
-	emit := func(s string, impliedBy string) {
-		if pendKind == "l4" && impliedBy == "l3" {
-			// An address match between a protocol dependency and the
-			// port match that implies it.
+		pending = keep
+		if s != "" {
 			out = append(out, s)
-			return
 		}
-		flush(impliedBy)
-		out = append(out, s)
 	}
-	regs := map[uint32]field{}
+	depend := func(text, kind string) { pending = append(pending, dep{text, kind}) }
+	regs := map[int]field{} // by 32-bit register index
 	for _, e := range r.Exprs {
 		switch x := e.(type) {
 		case *expr.Meta:
@@ -250,7 +256,7 @@ func (rs *ruleset) renderNft(r *nftables.Rule) string {
 			case expr.MetaKeyIIFNAME, expr.MetaKeyOIFNAME:
 				f.kind = kIfname
 			}
-			regs[x.Register] = f
+			regs[ridx(x.Register)] = f
 		case *expr.Payload:
 			if x.OperationType != expr.PayloadLoad {
 				emit("payload write …", "")
@@ -264,7 +270,7 @@ func (rs *ruleset) renderNft(r *nftables.Rule) string {
 					f.mask[i] = 0xff
 				}
 			}
-			regs[x.DestRegister] = f
+			regs[ridx(x.DestRegister)] = f
 		case *expr.Ct:
 			if x.SourceRegister {
 				emit(ctName(x.Key)+" set …", "")
@@ -274,9 +280,9 @@ func (rs *ruleset) renderNft(r *nftables.Rule) string {
 			if x.Key == expr.CtKeySTATE {
 				f.kind = kCtState
 			}
-			regs[x.Register] = f
+			regs[ridx(x.Register)] = f
 		case *expr.Bitwise:
-			f := regs[x.SourceRegister]
+			f := regs[ridx(x.SourceRegister)]
 			switch f.kind {
 			case kAddr:
 				f.mask = x.Mask
@@ -285,9 +291,9 @@ func (rs *ruleset) renderNft(r *nftables.Rule) string {
 			default:
 				f.name = fmt.Sprintf("%s & 0x%x", f.name, x.Mask)
 			}
-			regs[x.DestRegister] = f
+			regs[ridx(x.DestRegister)] = f
 		case *expr.Cmp:
-			f := regs[x.Register]
+			f := regs[ridx(x.Register)]
 			op := cmpOps[x.Op]
 			switch {
 			case f.kind == kCtState && f.mask != nil && x.Op == expr.CmpOpNeq && isZero(x.Data):
@@ -305,15 +311,13 @@ func (rs *ruleset) renderNft(r *nftables.Rule) string {
 				// transport or address match that usually follows it.
 				if (f.name == "meta l4proto" || f.name == "ip protocol" || f.name == "ip6 nexthdr") && x.Op == expr.CmpOpEq && len(x.Data) == 1 {
 					l4 = x.Data[0]
-					flush("")
-					pending, pendKind = []string{f.name + " " + f.value(x.Data)}, "l4"
+					depend(f.name+" "+f.value(x.Data), "l4")
 					continue
 				}
 				if f.name == "meta nfproto" && x.Op == expr.CmpOpEq && len(x.Data) == 1 {
 					v4 = x.Data[0] == unix.NFPROTO_IPV4
 					if fam == nftables.TableFamilyINet {
-						flush("")
-						pending, pendKind = []string{f.name + " " + f.value(x.Data)}, "l3"
+						depend(f.name+" "+f.value(x.Data), "l3")
 						continue
 					}
 				}
@@ -326,7 +330,7 @@ func (rs *ruleset) renderNft(r *nftables.Rule) string {
 				emit(strings.TrimSpace(f.name+" "+op+f.value(x.Data)), implied)
 			}
 		case *expr.Range:
-			f := regs[x.Register]
+			f := regs[ridx(x.Register)]
 			op := ""
 			if x.Op == expr.CmpOpNeq {
 				op = "!= "
@@ -337,7 +341,7 @@ func (rs *ruleset) renderNft(r *nftables.Rule) string {
 			}
 			emit(fmt.Sprintf("%s %s%s-%s", f.name, op, f.value(x.FromData), f.value(x.ToData)), implied)
 		case *expr.Lookup:
-			f := regs[x.SourceRegister]
+			f := regs[ridx(x.SourceRegister)]
 			op := ""
 			if x.Invert {
 				op = "!= "
@@ -350,8 +354,24 @@ func (rs *ruleset) renderNft(r *nftables.Rule) string {
 			}
 			set := rs.sets[tableKey{fam, r.Table.Name}][x.SetName]
 			what := "@" + x.SetName
+			var parts []field
+			if set != nil {
+				parts = concatParts(regs, x.SourceRegister, set)
+			}
+			if len(parts) > 1 {
+				var names []string
+				for _, p := range parts {
+					names = append(names, p.name)
+					if p.l4 != 0 {
+						implied += "l4"
+					} else if p.l3 {
+						implied += "l3"
+					}
+				}
+				f.name = strings.Join(names, " . ")
+			}
 			if set != nil && set.s.Anonymous {
-				what = set.render(f)
+				what = set.render(f, parts)
 			}
 			if x.IsDestRegSet && x.DestRegister == 0 {
 				emit(fmt.Sprintf("%s %svmap %s", f.name, op, what), implied)
@@ -376,7 +396,7 @@ func (rs *ruleset) renderNft(r *nftables.Rule) string {
 			emit(strings.ToLower(fmt.Sprintf("%T", e)[len("*expr."):]), "")
 		}
 	}
-	out = append(out, pending...)
+	emit("", "")
 	return strings.Join(out, " ")
 }
 
@@ -411,13 +431,34 @@ func verdictText(v *expr.Verdict) string {
 
 // render prints an anonymous set's elements: `{ 22, 8080 }`, intervals as
 // prefixes where they are one, else as ranges.
-func (s *nfSet) render(f field) string {
+func (s *nfSet) render(f field, parts []field) string {
 	var items []string
-	if s.s.Interval {
+	switch {
+	case len(parts) > 1:
+		sizes := s.fields()
+		for _, r := range s.keyRanges() {
+			var each []string
+			off := 0
+			for i, p := range parts {
+				n := sizes[i]
+				w := min(n, p.full)
+				if p.full == 0 {
+					w = n
+				}
+				end := r.end
+				if end == nil {
+					end = r.from
+				}
+				each = append(each, rangeText(p, keyRange{from: r.from[off : off+w], end: end[off : off+w]}))
+				off += n
+			}
+			items = append(items, strings.Join(each, " . "))
+		}
+	case s.s.Interval:
 		for _, r := range s.ranges {
 			items = append(items, rangeText(f, r))
 		}
-	} else {
+	default:
 		for _, e := range s.elems {
 			items = append(items, f.value(e.Key))
 		}
@@ -427,6 +468,9 @@ func (s *nfSet) render(f field) string {
 
 func rangeText(f field, r keyRange) string {
 	last := lastOf(r)
+	if string(last) == string(r.from) {
+		return f.value(r.from)
+	}
 	if f.kind == kAddr {
 		from, _ := netip.AddrFromSlice(r.from)
 		for bitsN := 0; bitsN <= len(r.from)*8; bitsN++ {
@@ -440,13 +484,13 @@ func rangeText(f field, r keyRange) string {
 			}
 		}
 	}
-	if string(last) == string(r.from) {
-		return f.value(r.from)
-	}
 	return f.value(r.from) + "-" + f.value(last)
 }
 
 func lastOf(r keyRange) []byte {
+	if r.end != nil {
+		return r.end
+	}
 	if r.to == nil {
 		out := make([]byte, len(r.from))
 		for i := range out {
@@ -470,4 +514,39 @@ func lastAddr(p netip.Prefix) string {
 		b[i/8] |= 0x80 >> (i % 8)
 	}
 	return string(b)
+}
+
+// ridx maps a register number to its 32-bit register index (see regOff).
+func ridx(r uint32) int {
+	off, _ := regOff(r)
+	return off / 4
+}
+
+// concatParts returns the fields loaded into consecutive registers for a
+// lookup in a set with a concatenated key, nil for a plain key.
+func concatParts(regs map[int]field, src uint32, s *nfSet) []field {
+	sizes := s.fields()
+	if len(sizes) < 2 {
+		return nil
+	}
+	idx := ridx(src)
+	var out []field
+	for _, n := range sizes {
+		out = append(out, regs[idx])
+		idx += n / 4
+	}
+	return out
+}
+
+// keyRanges lists a concatenated set's elements as ranges (single keys
+// have no end).
+func (s *nfSet) keyRanges() []keyRange {
+	if s.s.Interval {
+		return s.ranges
+	}
+	out := make([]keyRange, 0, len(s.elems))
+	for _, e := range s.elems {
+		out = append(out, keyRange{from: e.Key})
+	}
+	return out
 }
