@@ -577,3 +577,22 @@ func keys(ds []diagnosis.Diagnosis) []string {
 	}
 	return out
 }
+
+func TestIPv6Refused(t *testing.T) {
+	e, r := newEngine(t, nil)
+	seq := refusedClosedPort(t0, 40000, 8080)
+	for i := range seq {
+		f := &seq[i].Flow
+		c, s := netip.MustParseAddr("fd00::1"), netip.MustParseAddr("fd00::2")
+		if f.Src == clientIP {
+			f.Src, f.Dst = c, s
+		} else {
+			f.Src, f.Dst = s, c
+		}
+	}
+	observeAll(e, seq)
+	if len(r.ds) != 1 || r.ds[0].Key != "connection_refused/no_listener/[fd00::2]:8080/netns:4098" ||
+		!strings.Contains(r.ds[0].Summary, "connection to [fd00::2]:8080 refused") {
+		t.Fatalf("got %v", keys(r.ds))
+	}
+}
