@@ -41,8 +41,8 @@ type Netfilter struct {
 
 type nfEntry struct {
 	rs    *ruleset
-	local map[netip.Addr]bool // the namespace's own addresses, for PathUnknown
-	links map[string]uint32   // device name -> ifindex
+	addrs addrInfo          // the namespace's own and broadcast addresses
+	links map[string]uint32 // device name -> ifindex
 	at    time.Time
 }
 
@@ -64,7 +64,7 @@ func (n *Netfilter) Attribute(p Packet) (*RuleMatch, error) {
 		return nil, err
 	}
 	if p.Path == PathUnknown {
-		p.Path = inferPath(p, e.local)
+		p.Path = inferPath(p, e.addrs.local)
 	}
 	if p.DropDev != "" || p.DropIfindex != 0 {
 		switch {
@@ -83,7 +83,7 @@ func (n *Netfilter) Attribute(p Packet) (*RuleMatch, error) {
 	}
 	p.InIface, p.InIfindex = e.device(p.InIface, p.InIfindex)
 	p.OutIface, p.OutIfindex = e.device(p.OutIface, p.OutIfindex)
-	m, err := e.rs.attribute(p)
+	m, err := e.rs.attribute(p, &e.addrs)
 	if err != nil {
 		return nil, fmt.Errorf("netns %s: %w", n.name(p.NetnsInode), err)
 	}
@@ -179,7 +179,7 @@ func loadNetfilter(ino uint32) (*nfEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list nftables ruleset in netns %d: %w", ino, err)
 	}
-	e := &nfEntry{rs: rs, local: map[netip.Addr]bool{}, links: map[string]uint32{}}
+	e := &nfEntry{rs: rs, addrs: addrInfo{local: map[netip.Addr]bool{}, bcast: map[netip.Addr]bool{}}, links: map[string]uint32{}}
 	h, err := netlink.NewHandleAt(ns)
 	if err == nil {
 		defer h.Close()
@@ -190,8 +190,18 @@ func loadNetfilter(ino uint32) (*nfEntry, error) {
 		}
 		if addrs, err := h.AddrList(nil, netlink.FAMILY_ALL); err == nil {
 			for _, a := range addrs {
-				if ip, ok := netip.AddrFromSlice(a.IP); ok {
-					e.local[ip.Unmap()] = true
+				ip, ok := netip.AddrFromSlice(a.IP)
+				if !ok {
+					continue
+				}
+				e.addrs.local[ip.Unmap()] = true
+				if b, ok := netip.AddrFromSlice(a.Broadcast); ok && b.Unmap().Is4() && !b.Unmap().IsUnspecified() {
+					e.addrs.bcast[b.Unmap()] = true
+				}
+				// The kernel adds the subnet's last address as a broadcast
+				// route for IPv4 prefixes shorter than /31.
+				if ones, bits := a.Mask.Size(); ip.Unmap().Is4() && bits == 32 && ones < 31 {
+					e.addrs.bcast[lastAddrOf(netip.PrefixFrom(ip.Unmap(), ones))] = true
 				}
 			}
 		}
@@ -237,4 +247,9 @@ func listRuleset(conn *nftables.Conn) (*ruleset, error) {
 // The caller closes the handle.
 func OpenNetns(ino uint32) (netns.NsHandle, error) {
 	return openNetnsIn("/run/netns", "/proc", ino)
+}
+
+func lastAddrOf(p netip.Prefix) netip.Addr {
+	a, _ := netip.AddrFromSlice([]byte(lastAddr(p)))
+	return a
 }

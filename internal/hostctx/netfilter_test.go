@@ -123,6 +123,24 @@ func TestNetfilterLab(t *testing.T) {
 			want: want{table: "fw", chain: "in", text: "ip saddr . tcp dport { 10.0.0.0/8 . 8000-8100, 192.168.0.1 . 22 } drop", verdict: "drop", exact: true, via: "in"},
 		},
 		{
+			name: "nft fib daddr type",
+			setup: func(s *lab.Host) error {
+				return s.Nft(`table inet fw { chain in { type filter hook input priority 0; fib daddr type broadcast drop; fib daddr type local tcp dport 8080 drop;
+}
+}`)
+			},
+			port: 8080,
+			want: want{table: "fw", chain: "in", text: "fib daddr type local tcp dport 8080 drop", verdict: "drop", exact: true, via: "in"},
+		},
+		{
+			name: "iptables addrtype",
+			setup: func(s *lab.Host) error {
+				return s.Iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DROP")
+			},
+			port: 8080,
+			want: want{table: "filter", chain: "INPUT", text: "tcp dport 8080 xt match addrtype counter packets 1 bytes 60 drop", ipt: "-A INPUT -p tcp --dport 8080 -m addrtype --dst-type LOCAL -j DROP", verdict: "drop", exact: true, via: "INPUT"},
+		},
+		{
 			name: "iptables -j DROP",
 			setup: func(s *lab.Host) error {
 				return s.Iptables("-A", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP")

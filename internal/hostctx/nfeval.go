@@ -257,6 +257,7 @@ const (
 type evaluator struct {
 	rs      *ruleset
 	p       Packet
+	ai      *addrInfo // the namespace's addresses; nil: unknown
 	nh, th  header
 	cands   []*RuleMatch
 	evals   int
@@ -269,11 +270,11 @@ type evaluator struct {
 
 // attribute evaluates the packet against the base chains of its path in
 // hook and priority order, and returns the rule that dropped it.
-func (rs *ruleset) attribute(p Packet) (*RuleMatch, error) {
+func (rs *ruleset) attribute(p Packet, ai *addrInfo) (*RuleMatch, error) {
 	if !p.Src.IsValid() || !p.Dst.IsValid() {
 		return nil, fmt.Errorf("packet without addresses")
 	}
-	ev := &evaluator{rs: rs, p: p}
+	ev := &evaluator{rs: rs, p: p, ai: ai}
 	ev.nh, ev.th = p.headers()
 	for _, hook := range p.Path.hooks() {
 		for _, ch := range rs.baseChains(hook, p.Src.Unmap().Is4()) {
@@ -686,6 +687,8 @@ func (ev *evaluator) describe(e expr.Any) string {
 		return payloadName(x, ev.p)
 	case *expr.Ct:
 		return ctName(x.Key)
+	case *expr.Fib:
+		return fibName(x)
 	}
 	if e == unloaded {
 		return "a register loaded by nothing"
@@ -932,6 +935,14 @@ func (ev *evaluator) evalRule(ch *nfChain, r *nftables.Rule) ruleResult {
 			}
 		case *expr.Immediate:
 			rg.store(x.Register, x.Data, true, nil)
+		case *expr.Fib:
+			if t, ok := ev.fibType(x); ok {
+				var b [4]byte
+				binary.NativeEndian.PutUint32(b[:], t)
+				rg.store(x.Register, b[:], true, nil)
+				continue
+			}
+			rg.store(x.Register, zero16[:], false, x)
 		case *expr.Verdict:
 			return ev.verdict(res, "", x)
 		case *expr.Reject:
@@ -940,7 +951,7 @@ func (ev *evaluator) evalRule(ch *nfChain, r *nftables.Rule) ruleResult {
 		case *expr.Counter:
 			res.counter = &Counter{Packets: x.Packets, Bytes: x.Bytes}
 		case *expr.Match:
-			switch xtMatch(x, ev.p, ev.p.ctState()) {
+			switch ev.xtMatch(x) {
 			case matchNo:
 				return fail()
 			case matchMaybe:
@@ -1067,4 +1078,60 @@ func codeName(m map[uint8]string, c uint8) string {
 		return s
 	}
 	return fmt.Sprintf("%d", c)
+}
+
+// addrInfo is what a namespace's addresses say about an address's type, as
+// its local routing table would (RTN_LOCAL, RTN_BROADCAST, else unicast or
+// multicast).
+type addrInfo struct {
+	local map[netip.Addr]bool
+	bcast map[netip.Addr]bool
+}
+
+// rtnType returns the RTN_* type of an address, false when unknown.
+func (ai *addrInfo) rtnType(a netip.Addr) (uint32, bool) {
+	if ai == nil || len(ai.local) == 0 {
+		return 0, false
+	}
+	a = a.Unmap()
+	switch {
+	case ai.local[a] || a.IsLoopback():
+		return unix.RTN_LOCAL, true
+	case a.IsMulticast():
+		return unix.RTN_MULTICAST, true
+	case ai.bcast[a] || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return unix.RTN_BROADCAST, true
+	}
+	return unix.RTN_UNICAST, true
+}
+
+// fibType answers `fib saddr|daddr type` lookups that need no device.
+func (ev *evaluator) fibType(x *expr.Fib) (uint32, bool) {
+	if !x.ResultADDRTYPE || x.FlagIIF || x.FlagOIF || x.FlagMARK || x.FlagSADDR == x.FlagDADDR {
+		return 0, false
+	}
+	if x.FlagDADDR {
+		return ev.ai.rtnType(ev.p.Dst)
+	}
+	return ev.ai.rtnType(ev.p.Src)
+}
+
+func fibName(x *expr.Fib) string {
+	var in []string
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{x.FlagSADDR, "saddr"}, {x.FlagDADDR, "daddr"}, {x.FlagMARK, "mark"}, {x.FlagIIF, "iif"}, {x.FlagOIF, "oif"}} {
+		if f.on {
+			in = append(in, f.name)
+		}
+	}
+	out := "oif"
+	switch {
+	case x.ResultADDRTYPE:
+		out = "type"
+	case x.ResultOIFNAME:
+		out = "oifname"
+	}
+	return "fib " + strings.Join(in, " . ") + " " + out
 }

@@ -433,7 +433,7 @@ func TestInterpreter(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rs := build(tc.chains, tc.sets...)
-			m, err := rs.attribute(tc.pkt)
+			m, err := rs.attribute(tc.pkt, nil)
 			if tc.want.err != nil {
 				if !errors.Is(err, tc.want.err) {
 					t.Fatalf("err = %v, match %v; want %v", err, m, tc.want.err)
@@ -505,7 +505,7 @@ func TestUnknownPathTriesEveryHook(t *testing.T) {
 	rs := build([]chainRules{{out, []*nftables.Rule{rule(out, cat(l4(6), dport(0, 8080), drop)...)}}})
 	p := syn("10.0.0.3", 8080)
 	p.Path = PathUnknown
-	m, err := rs.attribute(p)
+	m, err := rs.attribute(p, nil)
 	if err != nil || m.Chain != "out" {
 		t.Fatalf("got %v, %v", m, err)
 	}
@@ -522,7 +522,45 @@ func TestJumpLoopIsBounded(t *testing.T) {
 		{a, []*nftables.Rule{rule(a, &expr.Verdict{Kind: expr.VerdictJump, Chain: "b"})}},
 		{b, []*nftables.Rule{rule(b, &expr.Verdict{Kind: expr.VerdictJump, Chain: "a"})}},
 	})
-	if _, err := rs.attribute(syn("10.0.0.3", 80)); err == nil {
+	if _, err := rs.attribute(syn("10.0.0.3", 80), nil); err == nil {
 		t.Fatal("a jump loop produced a match")
+	}
+}
+
+func TestAddressTypes(t *testing.T) {
+	in := base(tInet, "in", nftables.ChainHookInput, 0, nftables.ChainPolicyAccept)
+	fib := func(t uint32) []expr.Any {
+		return []expr.Any{&expr.Fib{Register: 1, ResultADDRTYPE: true, FlagDADDR: true}, &expr.Cmp{Register: 1, Data: binary.NativeEndian.AppendUint32(nil, t)}}
+	}
+	rs := build([]chainRules{{in, []*nftables.Rule{
+		rule(in, cat(fib(unix.RTN_BROADCAST), drop)...),
+		rule(in, cat(l4(17), &expr.Match{Name: "addrtype", Rev: 1, Info: &xt.AddrTypeV1{Dest: 1 << unix.RTN_MULTICAST}}, &expr.Reject{Type: rejectICMPXUnreach, Code: 1})...),
+	}}})
+	ai := &addrInfo{local: map[netip.Addr]bool{netip.MustParseAddr("10.0.0.3"): true}, bcast: map[netip.Addr]bool{netip.MustParseAddr("10.0.0.255"): true}}
+	udp := func(dst string) Packet {
+		return Packet{Proto: 17, Src: netip.MustParseAddr("10.0.0.9"), Dst: netip.MustParseAddr(dst), SrcPort: 5000, DstPort: 6000, Path: PathInput}
+	}
+	tests := []struct {
+		dst   string
+		ai    *addrInfo
+		text  string
+		exact bool
+	}{
+		{"10.0.0.255", ai, "fib daddr type broadcast drop", true},
+		{"224.0.0.9", ai, "meta l4proto udp xt match addrtype reject", true},
+		{"10.0.0.3", ai, "", false},
+		{"10.0.0.3", nil, "fib daddr type broadcast drop", false}, // addresses unknown
+	}
+	for _, tc := range tests {
+		m, err := rs.attribute(udp(tc.dst), tc.ai)
+		if tc.text == "" {
+			if err == nil {
+				t.Errorf("%s: blamed %+v", tc.dst, m)
+			}
+			continue
+		}
+		if err != nil || m.Text != tc.text || m.Exact != tc.exact {
+			t.Errorf("%s: got %+v, %v; want %q exact=%v", tc.dst, m, err, tc.text, tc.exact)
+		}
 	}
 }

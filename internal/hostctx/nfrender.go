@@ -28,6 +28,7 @@ const (
 	kCtState
 	kTCPFlags
 	kEther
+	kRTType
 )
 
 // field is what a register holds while a rule is rendered.
@@ -157,6 +158,10 @@ func (f field) value(b []byte) string {
 		if len(b) == 1 {
 			return tcpFlagNames(b[0])
 		}
+	case kRTType:
+		if len(b) == 4 {
+			return rtnName(binary.NativeEndian.Uint32(b))
+		}
 	case kEther:
 		if len(b) == 2 {
 			switch binary.BigEndian.Uint16(b) {
@@ -279,6 +284,12 @@ func (rs *ruleset) renderNft(r *nftables.Rule) string {
 			f := field{name: ctName(x.Key)}
 			if x.Key == expr.CtKeySTATE {
 				f.kind = kCtState
+			}
+			regs[ridx(x.Register)] = f
+		case *expr.Fib:
+			f := field{name: fibName(x)}
+			if x.ResultADDRTYPE {
+				f.kind = kRTType
 			}
 			regs[ridx(x.Register)] = f
 		case *expr.Bitwise:
@@ -549,4 +560,13 @@ func (s *nfSet) keyRanges() []keyRange {
 		out = append(out, keyRange{from: e.Key})
 	}
 	return out
+}
+
+var rtnNames = []string{"unspec", "unicast", "local", "broadcast", "anycast", "multicast", "blackhole", "unreachable", "prohibit", "throw", "nat", "xresolve"}
+
+func rtnName(t uint32) string {
+	if int(t) < len(rtnNames) {
+		return rtnNames[t]
+	}
+	return strconv.Itoa(int(t))
 }

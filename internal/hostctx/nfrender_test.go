@@ -85,7 +85,7 @@ func TestInterpreterIPv6(t *testing.T) {
 			drop)...),
 	}}})
 	p := Packet{Proto: unix.IPPROTO_UDP, Src: netip.MustParseAddr("2001:db8:1::5"), Dst: netip.MustParseAddr("2001:db8:2::1"), SrcPort: 5353, DstPort: 53, Path: PathInput}
-	m, err := rs.attribute(p)
+	m, err := rs.attribute(p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,11 +96,11 @@ func TestInterpreterIPv6(t *testing.T) {
 		t.Errorf("text %q", m.Text)
 	}
 	p.Src = netip.MustParseAddr("2001:db9::5")
-	if _, err := rs.attribute(p); err == nil {
+	if _, err := rs.attribute(p, nil); err == nil {
 		t.Error("a source outside the prefix was blamed")
 	}
 	// IPv4 packets never reach ip6 tables.
-	if _, err := rs.attribute(syn("10.0.0.3", 53)); err == nil {
+	if _, err := rs.attribute(syn("10.0.0.3", 53), nil); err == nil {
 		t.Error("ip6 table matched an IPv4 packet")
 	}
 }

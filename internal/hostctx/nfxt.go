@@ -82,7 +82,8 @@ func inPorts(p uint16, r [2]uint16) bool { return p >= r[0] && p <= r[1] }
 
 // xtMatch decides an xtables match for the packet: matchMaybe for
 // extensions (or options) it does not interpret.
-func xtMatch(x *expr.Match, p Packet, ct uint32) matchResult {
+func (ev *evaluator) xtMatch(x *expr.Match) matchResult {
+	p, ct := ev.p, ev.p.ctState()
 	yes := func(b bool) matchResult {
 		if b {
 			return matchYes
@@ -116,6 +117,11 @@ func xtMatch(x *expr.Match, p Packet, ct uint32) matchResult {
 			inPorts(p.DstPort, info.DstPorts) != (info.InvFlags&xt.UdpInvDestPorts != 0))
 	case *xt.Comment:
 		return matchYes
+	case *xt.AddrType:
+		return ev.addrtype(info.Source, info.Dest, info.InvertSource, info.InvertDest, false)
+	case *xt.AddrTypeV1:
+		const invSrc, invDst, limitIn, limitOut = 1, 2, 4, 8
+		return ev.addrtype(info.Source, info.Dest, info.Flags&invSrc != 0, info.Flags&invDst != 0, info.Flags&(limitIn|limitOut) != 0)
 	case *xt.ConntrackMtinfo1:
 		return ctMatch(info.ConntrackMtinfoBase, uint16(info.StateMask), ct)
 	case *xt.ConntrackMtinfo2:
@@ -151,13 +157,44 @@ func xtMatch(x *expr.Match, p Packet, ct uint32) matchResult {
 	return matchMaybe
 }
 
+// ctMatch interprets --ctstate. The mask's bits 0-3 (INVALID,
+// ESTABLISHED, RELATED, NEW) are nft's ct state bits; SNAT, DNAT and
+// UNTRACKED (64, 128, 256) depend on the connection's NAT, unknown here.
 func ctMatch(b xt.ConntrackMtinfoBase, stateMask uint16, ct uint32) matchResult {
 	if b.MatchFlags != uint16(xt.ConntrackState) || ct == 0 {
 		return matchMaybe // only --ctstate is interpreted
 	}
 	in := uint32(stateMask)&ct != 0
+	if !in && stateMask&^0x0f != 0 {
+		return matchMaybe
+	}
 	if in == (b.InvertFlags&uint16(xt.ConntrackState) != 0) {
 		return matchNo
+	}
+	return matchYes
+}
+
+// addrtype interprets -m addrtype --src-type/--dst-type (masks of
+// 1<<RTN_*) from the namespace's addresses.
+func (ev *evaluator) addrtype(src, dst uint16, invSrc, invDst, limitIface bool) matchResult {
+	if limitIface {
+		return matchMaybe
+	}
+	for _, c := range []struct {
+		mask uint16
+		inv  bool
+		a    netip.Addr
+	}{{src, invSrc, ev.p.Src}, {dst, invDst, ev.p.Dst}} {
+		if c.mask == 0 {
+			continue
+		}
+		t, ok := ev.ai.rtnType(c.a)
+		if !ok {
+			return matchMaybe
+		}
+		if (c.mask&(1<<t) != 0) == c.inv {
+			return matchNo
+		}
 	}
 	return matchYes
 }
@@ -398,6 +435,10 @@ func xtMatchOpts(x *expr.Match) string {
 		return strings.TrimSpace("-m udp " + tcpudpOpts(info.SrcPorts, info.DstPorts, info.InvFlags&xt.UdpInvSrcPorts != 0, info.InvFlags&xt.UdpInvDestPorts != 0))
 	case *xt.Comment:
 		return "-m comment --comment " + strconv.Quote(string(*info))
+	case *xt.AddrType:
+		return addrtypeOpts(info.Source, info.Dest, info.InvertSource, info.InvertDest)
+	case *xt.AddrTypeV1:
+		return addrtypeOpts(info.Source, info.Dest, info.Flags&1 != 0, info.Flags&2 != 0)
 	case *xt.ConntrackMtinfo1:
 		return ctOpts(info.ConntrackMtinfoBase, uint16(info.StateMask))
 	case *xt.ConntrackMtinfo2:
@@ -429,4 +470,24 @@ func ctOpts(b xt.ConntrackMtinfoBase, stateMask uint16) string {
 		return "-m conntrack"
 	}
 	return "-m conntrack " + neg(b.InvertFlags&uint16(xt.ConntrackState) != 0) + "--ctstate " + strings.ToUpper(ctStateNames(uint32(stateMask)))
+}
+
+func addrtypeOpts(src, dst uint16, invSrc, invDst bool) string {
+	types := func(m uint16) string {
+		var out []string
+		for t := range rtnNames {
+			if m&(1<<t) != 0 {
+				out = append(out, strings.ToUpper(rtnNames[t]))
+			}
+		}
+		return strings.Join(out, ",")
+	}
+	s := "-m addrtype"
+	if src != 0 {
+		s += " " + neg(invSrc) + "--src-type " + types(src)
+	}
+	if dst != 0 {
+		s += " " + neg(invDst) + "--dst-type " + types(dst)
+	}
+	return s
 }
