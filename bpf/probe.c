@@ -627,8 +627,13 @@ struct {
 	__type(value, struct connect_call);
 } connect_calls SEC(".maps");
 
+/* The loader sets this when the kernel's struct pt_regs is one the exit
+ * hook can read connect()'s arguments from (x86-64, arm64): the enter hook
+ * is then not attached at all. */
+const volatile bool connect_args_from_regs = false;
+
 /* Every connect() of the host passes here: store the arguments, nothing
- * else. */
+ * else. Attached only where the arguments cannot be read at exit. */
 SEC("tracepoint/syscalls/sys_enter_connect")
 int on_sys_enter_connect(struct sys_enter_connect_args *ctx)
 {
@@ -688,11 +693,34 @@ int on_sys_exit_connect(struct sys_exit_connect_args *ctx)
 	case NC_EFAULT:
 		return 0;
 	}
-	c = bpf_task_storage_get(&connect_calls, bpf_get_current_task_btf(), 0, 0);
-	if (!c || !c->active)
-		return 0;
-	call = *c;
-	c->active = 0;
+	if (connect_args_from_regs) {
+		/* The syscall's user registers are intact at its exit but for
+		 * the return value register (x86-64: ax; arm64: x0, whose
+		 * entry value is kept in orig_x0). */
+		struct pt_regs *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+		if (bpf_core_field_exists(((struct pt_regs___x86 *)0)->di)) {
+			struct pt_regs___x86 *r = (void *)regs;
+
+			call.fd = BPF_CORE_READ(r, di);
+			call.uaddr = BPF_CORE_READ(r, si);
+			call.addrlen = BPF_CORE_READ(r, dx);
+		} else if (bpf_core_field_exists(((struct pt_regs___arm64 *)0)->orig_x0)) {
+			struct pt_regs___arm64 *r = (void *)regs;
+
+			call.fd = BPF_CORE_READ(r, orig_x0);
+			call.uaddr = BPF_CORE_READ(r, regs[1]);
+			call.addrlen = BPF_CORE_READ(r, regs[2]);
+		} else {
+			return 0;
+		}
+	} else {
+		c = bpf_task_storage_get(&connect_calls, bpf_get_current_task_btf(), 0, 0);
+		if (!c || !c->active)
+			return 0;
+		call = *c;
+		c->active = 0;
+	}
 	if (!call.uaddr || bpf_probe_read_user(&family, sizeof(family), (void *)call.uaddr))
 		return 0;
 	if (family == AF_INET && call.addrlen >= 16) {

@@ -95,6 +95,7 @@ const (
 	ProbeProgOnTcpReceiveReset     = "on_tcp_receive_reset"
 	ProbeProgOnTcpRetransmitSkb    = "on_tcp_retransmit_skb"
 	ProbeProgOnTcpSendReset        = "on_tcp_send_reset"
+	ProbeVarConnectArgsFromRegs    = "connect_args_from_regs"
 	ProbeVarKernelHz               = "kernel_hz"
 	ProbeVarKfreeSkbHasRxSk        = "kfree_skb_has_rx_sk"
 	ProbeVarTcpRetransmitSkbHasErr = "tcp_retransmit_skb_has_err"
@@ -174,6 +175,7 @@ type ProbeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeVariableSpecs struct {
+	ConnectArgsFromRegs    *ebpf.VariableSpec `ebpf:"connect_args_from_regs"`
 	KernelHz               *ebpf.VariableSpec `ebpf:"kernel_hz"`
 	KfreeSkbHasRxSk        *ebpf.VariableSpec `ebpf:"kfree_skb_has_rx_sk"`
 	TcpRetransmitSkbHasErr *ebpf.VariableSpec `ebpf:"tcp_retransmit_skb_has_err"`
@@ -226,6 +228,7 @@ func (m *ProbeMaps) Close() error {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbeVariables struct {
+	ConnectArgsFromRegs    *ebpf.Variable `ebpf:"connect_args_from_regs"`
 	KernelHz               *ebpf.Variable `ebpf:"kernel_hz"`
 	KfreeSkbHasRxSk        *ebpf.Variable `ebpf:"kfree_skb_has_rx_sk"`
 	TcpRetransmitSkbHasErr *ebpf.Variable `ebpf:"tcp_retransmit_skb_has_err"`

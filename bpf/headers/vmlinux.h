@@ -186,6 +186,20 @@ struct socket {
 	struct sock *sk;
 };
 
+/* A task's saved user registers, in the two layouts the connect() probe
+ * knows (CO-RE flavours: the ___suffix is ignored when matching the
+ * kernel's struct pt_regs; only the running architecture's fields exist). */
+struct pt_regs___x86 {
+	unsigned long di;
+	unsigned long si;
+	unsigned long dx;
+};
+
+struct pt_regs___arm64 {
+	__u64 regs[31];
+	__u64 orig_x0;
+};
+
 #pragma clang attribute pop
 
 /* UAPI struct __sk_buff (include/uapi/linux/bpf.h), the TC program's

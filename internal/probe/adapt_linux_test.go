@@ -100,7 +100,8 @@ func TestAdaptToKernel(t *testing.T) {
 func TestLoadsWithOlderKernelArguments(t *testing.T) {
 	requireProbe(t)
 	p, err := open(Config{}, func(spec *ebpf.CollectionSpec) error {
-		for _, v := range []string{bpf.ProbeVarKfreeSkbHasRxSk, bpf.ProbeVarTcpSendResetHasReason, bpf.ProbeVarTcpRetransmitSkbHasErr} {
+		for _, v := range []string{bpf.ProbeVarKfreeSkbHasRxSk, bpf.ProbeVarTcpSendResetHasReason, bpf.ProbeVarTcpRetransmitSkbHasErr,
+			bpf.ProbeVarConnectArgsFromRegs} {
 			if err := spec.Variables[v].Set(false); err != nil {
 				return err
 			}
@@ -112,5 +113,49 @@ func TestLoadsWithOlderKernelArguments(t *testing.T) {
 	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The connect() exit hook reads the syscall's arguments from the saved
+// registers only for the pt_regs layouts it knows.
+func TestArgsInRegs(t *testing.T) {
+	u64 := &btf.Int{Name: "u64", Size: 8}
+	tests := []struct {
+		name    string
+		members []string
+		want    bool
+	}{
+		{"x86-64", []string{"r15", "ax", "dx", "si", "di", "orig_ax"}, true},
+		{"arm64", []string{"user_regs", "orig_x0", "syscallno"}, true},
+		{"s390", []string{"args", "psw", "gprs", "orig_gpr2"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := btf.NewBuilder(nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := &btf.Struct{Name: "pt_regs", Size: uint32(8 * len(tt.members))}
+			for i, m := range tt.members {
+				st.Members = append(st.Members, btf.Member{Name: m, Type: u64, Offset: btf.Bits(64 * i)})
+			}
+			if _, err := b.Add(st); err != nil {
+				t.Fatal(err)
+			}
+			raw, err := b.Marshal(nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := argsInRegs(spec); got != tt.want {
+				t.Errorf("argsInRegs = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if argsInRegs(fakeKernel(t, map[string]int{"kfree_skb": 4})) {
+		t.Error("argsInRegs without any pt_regs = true")
 	}
 }

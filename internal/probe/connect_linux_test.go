@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
+	"github.com/network-correlator/network-correlator/bpf"
 	"github.com/network-correlator/network-correlator/internal/lab"
 	"github.com/network-correlator/network-correlator/internal/signal"
 )
@@ -49,12 +53,51 @@ func connectFrom(t *testing.T, h *lab.Host, typ int, to netip.AddrPort, nonblock
 // a blocking connect refused by the peer are reported from the syscall's
 // return with the errno, the destination, the protocol, the caller's pid
 // and its namespace. A non-blocking connect in progress is not an error.
+//
+// Both ways of getting connect()'s arguments are tested: from the task's
+// registers at exit (x86-64/arm64, no enter hook) and from the enter hook.
 func TestConnectError(t *testing.T) {
 	requireProbe(t)
-	p, col := startProbe(t, Config{})
-	if u := p.Unavailable(); len(u) != 0 {
-		t.Fatalf("connect hooks not attached: %v", u)
+	for _, mode := range []struct {
+		name     string
+		fromRegs bool
+	}{{"registers", true}, {"enter hook", false}} {
+		t.Run(mode.name, func(t *testing.T) {
+			if mode.fromRegs {
+				spec, _ := btf.LoadKernelSpec()
+				if spec == nil || !argsInRegs(spec) {
+					t.Skip("skipping: this architecture's pt_regs is not one the probe reads")
+				}
+			}
+			p, err := open(Config{}, func(spec *ebpf.CollectionSpec) error {
+				return spec.Variables[bpf.ProbeVarConnectArgsFromRegs].Set(mode.fromRegs)
+			})
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			col := runProbe(t, p)
+			if u := p.Unavailable(); len(u) != 0 {
+				t.Fatalf("hooks not attached: %v", u)
+			}
+			wantProgs := 1
+			if !mode.fromRegs {
+				wantProgs = 2
+			}
+			var attached int
+			for _, pr := range p.progs {
+				if strings.Contains(pr.hook, "connect") {
+					attached++
+				}
+			}
+			if attached != wantProgs {
+				t.Errorf("%d connect hooks attached, want %d", attached, wantProgs)
+			}
+			testConnectErrors(t, col)
+		})
 	}
+}
+
+func testConnectErrors(t *testing.T, col *collector) {
 	l := lab.New(t)
 	tests := []struct {
 		name     string

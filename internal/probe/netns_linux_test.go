@@ -172,6 +172,12 @@ func startProbe(t *testing.T, cfg Config) (*Probe, *collector) {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	return p, runProbe(t, p)
+}
+
+// runProbe runs an opened probe into a collector and closes it at cleanup.
+func runProbe(t *testing.T, p *Probe) *collector {
+	t.Helper()
 	c := &collector{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -185,5 +191,5 @@ func startProbe(t *testing.T, cfg Config) (*Probe, *collector) {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return p, c
+	return c
 }

@@ -21,10 +21,13 @@
 //	TC ingress (tcx)     ICMP/ICMPv6 errors received on watched interfaces
 //	                     (v4 types 3, 11, 12; v6 types 1, 2, 3): the sender and
 //	                     the quoted original flow, MTU of frag-needed/too-big
-//	sys_enter_connect    (classic tracepoint) stores fd and sockaddr pointer per task
-//	sys_exit_connect     connect() errors of IPv4/IPv6 sockets, not EINPROGRESS,
+//	sys_exit_connect     (classic tracepoint) connect() errors of IPv4/IPv6 sockets, not EINPROGRESS,
 //	                     EALREADY, EISCONN, EAGAIN, EINTR/restart, EBADF,
-//	                     ENOTSOCK, EFAULT; pid/comm are the caller's
+//	                     ENOTSOCK, EFAULT; pid/comm are the caller's. The
+//	                     arguments come from the task's saved registers
+//	                     (x86-64, arm64): success costs one comparison
+//	sys_enter_connect    only on other architectures: stores the arguments
+//	                     in task-local storage for the exit hook
 //
 // The TC program needs CAP_NET_ADMIN besides CAP_BPF; without it received
 // ICMP errors are left out and Unavailable says so. It is attached with

@@ -265,14 +265,21 @@ func open(cfg Config, adjust func(*ebpf.CollectionSpec) error) (*Probe, error) {
 // privately) the other probes still work and Unavailable says why.
 func (p *Probe) attachConnectHooks(spec *ebpf.CollectionSpec) {
 	// Exit first: an exit hook alone finds no arguments and sends nothing,
-	// an enter hook alone would only fill its map.
-	for _, tp := range []struct {
+	// an enter hook alone would only fill its storage. Where the exit hook
+	// reads the arguments from the task's registers, no enter hook at all.
+	var fromRegs bool
+	_ = spec.Variables[bpf.ProbeVarConnectArgsFromRegs].Get(&fromRegs)
+	hooks := []struct {
 		name string
 		prog *ebpf.Program
 	}{
 		{bpf.ProbeProgOnSysExitConnect, p.objs.OnSysExitConnect},
 		{bpf.ProbeProgOnSysEnterConnect, p.objs.OnSysEnterConnect},
-	} {
+	}
+	if fromRegs {
+		hooks = hooks[:1]
+	}
+	for _, tp := range hooks {
 		hook := spec.Programs[tp.name].SectionName
 		group, event, _ := strings.Cut(strings.TrimPrefix(hook, "tracepoint/"), "/")
 		l, err := attachTracepoint(tp.prog, group, event)
@@ -283,6 +290,22 @@ func (p *Probe) attachConnectHooks(spec *ebpf.CollectionSpec) {
 		p.links = append(p.links, l)
 		p.progs = append(p.progs, progRef{name: tp.name, hook: hook, prog: tp.prog})
 	}
+}
+
+// argsInRegs tells whether the kernel's struct pt_regs is a layout the
+// connect() exit hook reads the syscall's arguments from (x86-64: di, si,
+// dx; arm64: orig_x0, regs).
+func argsInRegs(kspec *btf.Spec) bool {
+	var st *btf.Struct
+	if err := kspec.TypeByName("pt_regs", &st); err != nil {
+		return false
+	}
+	for _, m := range st.Members {
+		if m.Name == "di" || m.Name == "orig_x0" {
+			return true
+		}
+	}
+	return false
 }
 
 // Unavailable lists the optional hooks that could not be attached, each
@@ -330,6 +353,9 @@ func adaptToKernel(spec *ebpf.CollectionSpec, kspec *btf.Spec) error {
 			return fmt.Errorf("probe: unexpected BTF for btf_trace_%s", ps.AttachTo)
 		}
 		nargs[ps.AttachTo] = len(fp.Params) - 1 // the first is the context
+	}
+	if err := spec.Variables[bpf.ProbeVarConnectArgsFromRegs].Set(argsInRegs(kspec)); err != nil {
+		return fmt.Errorf("probe: setting %s: %w", bpf.ProbeVarConnectArgsFromRegs, err)
 	}
 	if err := spec.Variables[bpf.ProbeVarKernelHz].Set(kernelHZ()); err != nil {
 		return fmt.Errorf("probe: setting %s: %w", bpf.ProbeVarKernelHz, err)
