@@ -131,7 +131,7 @@ func (p *Provider) Lookup(ip netip.Addr, at time.Time) (Identity, History) {
 // Start starts the informers and waits at most sync_timeout for their first
 // sync. It returns nil when the API server is unreachable: the informers
 // keep retrying in the background and Available reports why context is
-// missing.
+// missing. ctx bounds only the wait; the informers run until Shutdown.
 func (p *Provider) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel

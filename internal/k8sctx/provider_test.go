@@ -327,11 +327,14 @@ func TestOutageAndRecovery(t *testing.T) {
 		t.Fatalf("Lookup = %+v", id)
 	}
 
+	stopped := time.Now()
 	srv.StopAPIServer()
 	eventually(t, 15*time.Second, "outage reported", func() (bool, string) {
 		ok, reason := p.Available()
 		return !ok && strings.Contains(reason, "unreachable"), reason
 	})
+	_, reason := p.Available()
+	t.Logf("outage reported after %s: %s", time.Since(stopped).Round(time.Millisecond), reason)
 	// Lookups answer at once, from the last known state.
 	start := time.Now()
 	if id, _ := p.Lookup(ipBefore, time.Now()); id.Name != "before" {
@@ -344,10 +347,12 @@ func TestOutageAndRecovery(t *testing.T) {
 	if err := srv.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
+	restarted := time.Now()
 	eventually(t, 15*time.Second, "recovery reported", func() (bool, string) {
 		ok, reason := p.Available()
 		return ok, reason
 	})
+	t.Logf("recovery reported %s after the API server was ready", time.Since(restarted).Round(time.Millisecond))
 	// The informers resumed: a pod created after the outage is indexed
 	// (the reflector's back-off after failures is at most 30s).
 	k.runPod("after", "10.244.2.2")
@@ -355,6 +360,7 @@ func TestOutageAndRecovery(t *testing.T) {
 		id, _ := p.Lookup(netip.MustParseAddr("10.244.2.2"), time.Now())
 		return id.Name == "after", fmt.Sprintf("%+v", id)
 	})
+	t.Logf("a pod created after the outage indexed %s after the API server was ready", time.Since(restarted).Round(time.Millisecond))
 }
 
 func TestStartWhileAPIServerDown(t *testing.T) {
