@@ -44,6 +44,7 @@ type nfEntry struct {
 	addrs addrInfo          // the namespace's own and broadcast addresses
 	links map[string]uint32 // device name -> ifindex
 	at    time.Time
+	cost  time.Duration // how long the listing took
 }
 
 // NewNetfilter returns an attributor; names may be nil (RuleMatch.Netns
@@ -131,22 +132,27 @@ func (n *Netfilter) entry(ino uint32, dropped time.Time) (*nfEntry, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	now := n.now()
-	if e, ok := n.cache[ino]; ok && now.Sub(e.at) < n.TTL {
-		stale := !dropped.IsZero() && e.at.Before(dropped) && now.Sub(e.at) >= n.MinReload
-		if !stale {
+	if e, ok := n.cache[ino]; ok {
+		// A listing is never repeated sooner than ten times what it
+		// cost, so a huge ruleset (kube-proxy) under a storm of drops
+		// takes at most a tenth of a core.
+		age, floor := now.Sub(e.at), 10*e.cost
+		stale := !dropped.IsZero() && e.at.Before(dropped) && age >= max(n.MinReload, floor)
+		if age < max(n.TTL, floor) && !stale {
 			return e, nil
 		}
 	}
 	// The lock is held across the load: concurrent callers for the same
 	// namespace wait for one dump instead of making their own.
+	start := time.Now()
 	e, err := loadNetfilter(ino)
 	if err != nil {
 		delete(n.cache, ino)
 		return nil, err
 	}
-	e.at = now
+	e.at, e.cost = now, time.Since(start)
 	for k, old := range n.cache {
-		if now.Sub(old.at) >= n.TTL {
+		if now.Sub(old.at) >= max(n.TTL, 10*old.cost) {
 			delete(n.cache, k)
 		}
 	}

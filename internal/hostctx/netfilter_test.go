@@ -391,7 +391,8 @@ func TestNetfilterLabCache(t *testing.T) {
 	if m, err := nf.Attribute(p); err != nil || m.Table != first.Table {
 		t.Errorf("drop newer than the listing, within MinReload: %+v, %v; want the cached table", m, err)
 	}
-	clock = clock.Add(nf.MinReload)
+	// Never sooner than ten times the listing's cost.
+	clock = clock.Add(max(nf.MinReload, 10*nf.cache[srv.Inode].cost))
 	if m, err := nf.Attribute(p); err != nil || m.Table != "fw2" || m.Verdict != "reject" {
 		t.Errorf("drop newer than the listing: %+v, %v; want fw2's reject", m, err)
 	}
@@ -399,7 +400,7 @@ func TestNetfilterLabCache(t *testing.T) {
 	if err := srv.Nft("flush ruleset\ntable inet fw3 { chain in { type filter hook input priority 0; tcp dport 8080 drop;\n}\n}"); err != nil {
 		t.Fatal(err)
 	}
-	clock = clock.Add(nf.TTL)
+	clock = clock.Add(max(nf.TTL, 10*nf.cache[srv.Inode].cost))
 	if m, err := nf.Attribute(p); err != nil || m.Table != "fw3" {
 		t.Errorf("after TTL: %+v, %v; want fw3", m, err)
 	}
