@@ -3,6 +3,7 @@
 package hostctx
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/network-correlator/network-correlator/internal/signal"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -223,29 +226,90 @@ func (n *Netlink) Route(ns uint32, dst netip.Addr) (Route, error) {
 
 // Listeners returns the TCP sockets listening on port (any address, IPv4
 // and IPv6) with their accept queues. An empty list: nobody listens.
+//
+// The sock_diag dump asks the kernel for LISTEN sockets only, so its cost
+// does not grow with the namespace's established connections.
 func (n *Netlink) Listeners(ns uint32, port uint16) ([]Listener, error) {
-	h, err := n.handle(ns, unix.NETLINK_INET_DIAG)
+	nsh, err := OpenNetns(ns)
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close()
+	defer nsh.Close()
+	sock, err := nl.GetNetlinkSocketAt(nsh, netns.None(), unix.NETLINK_INET_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("sock_diag in netns %d: %w", ns, err)
+	}
+	defer sock.Close()
+	if err := sock.SetReceiveTimeout(&nl.SocketTimeoutTv); err != nil {
+		return nil, err
+	}
 	var out []Listener
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		socks, err := h.SocketDiagTCP(fam)
+		req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
+		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_INET_DIAG: {Socket: sock}}
+		req.AddData(listenReq(fam))
+		var perr error
+		err := req.ExecuteIter(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY, func(msg []byte) bool {
+			l, p, err := parseDiagMsg(msg)
+			if err != nil {
+				perr = err
+				return false
+			}
+			if p == port {
+				out = append(out, l)
+			}
+			return true
+		})
 		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 			return nil, fmt.Errorf("sock_diag in netns %d: %w", ns, err)
 		}
-		for _, s := range socks {
-			if s.State != uint8(signal.StateListen) || s.ID.SourcePort != port {
-				continue
-			}
-			a, _ := netip.AddrFromSlice(s.ID.Source)
-			// For a listener, sock_diag reports the accept queue length
-			// in rqueue and its limit in wqueue.
-			out = append(out, Listener{Addr: netip.AddrPortFrom(a.Unmap(), port), Backlog: s.RQueue, MaxBacklog: s.WQueue, UID: s.UID, Inode: s.INode})
+		if perr != nil {
+			return nil, fmt.Errorf("sock_diag in netns %d: %w", ns, perr)
 		}
 	}
 	return out, nil
+}
+
+// listenReq is a struct inet_diag_req_v2 for TCP sockets in LISTEN:
+//
+//	u8 family, u8 protocol, u8 ext, u8 pad, u32 states,
+//	struct inet_diag_sockid id (48 bytes, unused in a dump)       = 56 bytes
+type listenReq uint8
+
+func (r listenReq) Len() int { return 56 }
+
+func (r listenReq) Serialize() []byte {
+	b := make([]byte, 56)
+	b[0], b[1] = byte(r), unix.IPPROTO_TCP
+	binary.NativeEndian.PutUint32(b[4:], 1<<uint(signal.StateListen))
+	return b
+}
+
+// parseDiagMsg reads a struct inet_diag_msg:
+//
+//	u8 family, state, timer, retrans;
+//	id: be16 sport, be16 dport, be32 src[4], be32 dst[4], u32 if, u32 cookie[2];
+//	u32 expires, rqueue, wqueue, uid, inode                        = 72 bytes
+//
+// For a listener rqueue is the accept queue and wqueue its limit.
+func parseDiagMsg(b []byte) (Listener, uint16, error) {
+	if len(b) < 72 {
+		return Listener{}, 0, fmt.Errorf("inet_diag_msg of %d bytes, want 72", len(b))
+	}
+	port := binary.BigEndian.Uint16(b[4:])
+	var a netip.Addr
+	if b[0] == unix.AF_INET6 {
+		a = netip.AddrFrom16([16]byte(b[8:24])).Unmap()
+	} else {
+		a = netip.AddrFrom4([4]byte(b[8:12]))
+	}
+	return Listener{
+		Addr:       netip.AddrPortFrom(a, port),
+		Backlog:    binary.NativeEndian.Uint32(b[56:]),
+		MaxBacklog: binary.NativeEndian.Uint32(b[60:]),
+		UID:        binary.NativeEndian.Uint32(b[64:]),
+		Inode:      binary.NativeEndian.Uint32(b[68:]),
+	}, port, nil
 }
 
 // Link returns the device with ifindex, or ErrNotFound.

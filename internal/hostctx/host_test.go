@@ -148,6 +148,18 @@ func TestHostListeners(t *testing.T) {
 	if len(ls) != 1 || ls[0].Addr != want.Addr || ls[0].Backlog != want.Backlog || ls[0].MaxBacklog != want.MaxBacklog || ls[0].Inode == 0 {
 		t.Fatalf("listeners = %+v, want one like %+v", ls, want)
 	}
+	// An IPv6 wildcard listener.
+	ln, err := func() (ln net.Listener, err error) {
+		err = srv.Do(func() error { ln, err = net.Listen("tcp6", "[::]:7071"); return err })
+		return
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	if ls, err := h.Listeners(srv.Inode, 7071); err != nil || len(ls) != 1 || ls[0].Addr != netip.MustParseAddrPort("[::]:7071") || ls[0].MaxBacklog == 0 {
+		t.Errorf("IPv6 listener: %+v, %v", ls, err)
+	}
 	// Nobody listens on that port in the client's namespace.
 	if ls, err := h.Listeners(cli.Inode, port); err != nil || len(ls) != 0 {
 		t.Errorf("client listeners = %+v, %v", ls, err)
