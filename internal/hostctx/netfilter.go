@@ -19,6 +19,22 @@ import (
 // nftables rules too), keeps it for TTL, and interprets the rules against
 // the dropped packet's headers.
 //
+// Interpreted exactly: meta l4proto/nfproto/protocol/iifname/oifname/iif/oif,
+// payload loads of the IPv4/IPv6 addresses and protocol and of TCP/UDP/SCTP
+// ports and TCP flags, cmp, range, bitwise, byteorder, immediate, lookups in
+// anonymous and named sets, interval and concatenated sets and verdict maps,
+// ct state (NEW for a SYN, else unknown unless Packet.CTState says),
+// fib saddr/daddr type and -m addrtype (from the namespace's addresses),
+// jump/goto/return/accept/drop/reject, chain policies, base chain order by
+// hook and priority, and the xtables matches tcp, udp, multiport, comment,
+// conntrack/state --ctstate, and the REJECT target. Everything else (marks,
+// limits, quotas, socket, rt, other xt extensions, ct fields other than
+// state) is not understood: a rule that needs it is assumed to match if it
+// drops (probable, named in Unknown) and not to if it accepts. Heuristic
+// parts: the path when not given (from the namespace's addresses), the
+// output device (the route to the destination), and the choice among
+// probable rules (counters).
+//
 // The correlator calls it when it emits a diagnosis of a NETFILTER_DROP, not
 // per packet: a cache miss costs one netlink dump per chain and set of the
 // namespace (about a millisecond for a few hundred rules), a hit only the

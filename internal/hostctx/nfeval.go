@@ -929,7 +929,7 @@ func (ev *evaluator) evalRule(ch *nfChain, r *nftables.Rule) ruleResult {
 			}
 			if x.IsDestRegSet && el != nil {
 				if x.DestRegister == 0 && el.VerdictData != nil { // vmap
-					return ev.verdict(res, x.SetName, el.VerdictData)
+					return verdictOf(res, el.VerdictData)
 				}
 				rg.store(x.DestRegister, el.Val, true, nil)
 			}
@@ -944,7 +944,7 @@ func (ev *evaluator) evalRule(ch *nfChain, r *nftables.Rule) ruleResult {
 			}
 			rg.store(x.Register, zero16[:], false, x)
 		case *expr.Verdict:
-			return ev.verdict(res, "", x)
+			return verdictOf(res, x)
 		case *expr.Reject:
 			res.action, res.verdict = actReject, rejectText(x, ch.c.Table.Family)
 			return res
@@ -1002,7 +1002,7 @@ func destRegister(e expr.Any) uint32 {
 	return 0
 }
 
-func (ev *evaluator) verdict(res ruleResult, _ string, v *expr.Verdict) ruleResult {
+func verdictOf(res ruleResult, v *expr.Verdict) ruleResult {
 	switch v.Kind {
 	case expr.VerdictDrop:
 		res.action, res.verdict = actDrop, "drop"
