@@ -17,6 +17,10 @@ type Pattern string
 const (
 	PatternConnectionRefused Pattern = "connection_refused"
 	PatternSYNDropped        Pattern = "syn_dropped"
+	// Established connections: data unanswered, FIN unanswered, peer lost the connection.
+	PatternBlackhole     Pattern = "blackhole"
+	PatternHalfOpen      Pattern = "half_open"
+	PatternPeerLostState Pattern = "peer_lost_state"
 )
 
 // Severity of the failure for the user.
