@@ -54,14 +54,54 @@ func BenchmarkAttributeCached(b *testing.B) {
 	}
 }
 
-// BenchmarkAttributeUncached: every call lists the ruleset over netlink.
-func BenchmarkAttributeUncached(b *testing.B) {
+// BenchmarkRulesetListing: what a cache miss costs (the netlink listing
+// of the ruleset, addresses and devices).
+func BenchmarkRulesetListing(b *testing.B) {
 	_, p := benchLab(b)
-	nf := NewNetfilter(nil)
-	nf.TTL = 0
 	for i := 0; i < b.N; i++ {
-		if _, err := nf.Attribute(p); err != nil {
+		e, err := loadNetfilter(p.NetnsInode)
+		if err != nil {
 			b.Fatal(err)
 		}
+		if len(e.rs.chains) == 0 {
+			b.Fatal("no chains listed")
+		}
 	}
+}
+
+func BenchmarkHostQueries(b *testing.B) {
+	if err := lab.Check(); err != nil {
+		b.Skipf("skipping: %v", err)
+	}
+	l, err := lab.Create()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = l.Close() })
+	srv, err := l.AddHost("server")
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := NewNetlink()
+	b.Run("Route", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := h.Route(srv.Inode, l.Node().IP); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Listeners", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := h.Listeners(srv.Inode, 80); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Link", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := h.Link(srv.Inode, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
