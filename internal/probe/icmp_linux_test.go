@@ -4,12 +4,16 @@ package probe
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/network-correlator/network-correlator/internal/lab"
@@ -190,5 +194,77 @@ func TestAttachICMPErrors(t *testing.T) {
 	}
 	if err := p.AttachICMP("lo"); err == nil {
 		t.Error("AttachICMP after Close succeeded")
+	}
+}
+
+// With no Interfaces configured, interfaces created after Open in Open's
+// namespace get the ICMP probe too (link watch); a deleted one detaches by
+// itself, and Close detaches the rest.
+func TestICMPLinkWatch(t *testing.T) {
+	requireProbe(t)
+	ns := newTestNetns(t)
+	var p *Probe
+	var err error
+	ns.run(func() { p, err = Open(Config{}) }) // Open's namespace is the test's
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	info, err := p.icmpProg.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	progID, _ := info.ID()
+	attachedTo := func(ifname string) bool {
+		var ok bool
+		ns.run(func() {
+			ifc, err := net.InterfaceByName(ifname)
+			if err != nil {
+				return
+			}
+			res, err := link.QueryPrograms(link.QueryOptions{Target: ifc.Index, Attach: ebpf.AttachTCXIngress})
+			if err != nil {
+				return
+			}
+			for _, pr := range res.Programs {
+				ok = ok || pr.ID == progID
+			}
+		})
+		return ok
+	}
+	if !attachedTo("lo") {
+		t.Fatal("the ICMP probe is not on lo, present at Open")
+	}
+	ip := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("nsenter", append([]string{fmt.Sprintf("--net=/proc/%d/task/%d/ns/net", os.Getpid(), ns.tid), "ip"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ip("link", "add", "ncw0", "type", "veth", "peer", "name", "ncw1")
+	deadline := time.Now().Add(3 * time.Second)
+	for !attachedTo("ncw0") || !attachedTo("ncw1") {
+		if time.Now().After(deadline) {
+			t.Fatal("the ICMP probe was not attached to interfaces created after Open")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ip("link", "del", "ncw0")
+	// Interfaces created after a deletion are attached as well (the
+	// watch follows RTM_DELLINK; ifindexes may be reused).
+	ip("link", "add", "ncw2", "type", "veth", "peer", "name", "ncw3")
+	deadline = time.Now().Add(3 * time.Second)
+	for !attachedTo("ncw2") {
+		if time.Now().After(deadline) {
+			t.Fatal("not attached to an interface created after a deletion")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if attachedTo("lo") || attachedTo("ncw2") {
+		t.Error("the ICMP probe is still attached after Close")
 	}
 }

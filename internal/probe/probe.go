@@ -65,9 +65,10 @@ type Config struct {
 	DropReasons []string
 	// Interfaces names the interfaces of the network namespace Open runs
 	// in whose ingress is watched for ICMP errors (a TC program). Empty
-	// selects every interface present at Open; an unknown name is an
-	// error. Interfaces that appear later are not watched: attach them
-	// with Probe.AttachICMP (from their namespace).
+	// selects every interface present at Open and, through a link watch,
+	// every interface created later in that namespace. Names select only
+	// those (an unknown name is an error). Interfaces of other namespaces
+	// (pods) are attached with Probe.AttachICMP from their namespace.
 	Interfaces []string
 }
 

@@ -40,6 +40,7 @@ type Probe struct {
 	unavailable []error
 
 	icmpProg *ebpf.Program // the TC program; nil when it could not be loaded
+	watch    *linkWatch    // attaches new interfaces; nil without
 	tcMu     sync.Mutex
 	tcLinks  []link.Link // ICMP ingress programs, detached by Close
 
@@ -586,6 +587,9 @@ func (p *Probe) Close() error {
 		}
 		for _, l := range p.links {
 			errs = append(errs, l.Close())
+		}
+		if p.watch != nil {
+			p.watch.close()
 		}
 		p.tcMu.Lock()
 		for _, l := range p.tcLinks {
