@@ -97,8 +97,8 @@ func key(ns, name string) string { return ns + "/" + name }
 // Lookup says what ip belonged to at time at, and its recent history: earlier
 // owners of the IP, and the deletion and container restarts of the pod that
 // owned it. A pod IP wins over a service or node IP. When nothing owned the
-// IP at that time, Identity is unknown and History may still name the pods
-// that held it before.
+// IP at that time, Identity is unknown and History names the pods that held
+// it before, with their deletion and container events.
 func (x *Index) Lookup(ip netip.Addr, at time.Time) (Identity, History) {
 	ip = ip.Unmap()
 	x.mu.RLock()
@@ -128,8 +128,13 @@ func (x *Index) Lookup(ip netip.Addr, at time.Time) (Identity, History) {
 			continue
 		}
 		hist = append(hist, Event{Time: o.until, Kind: EventIPPreviousOwner, Namespace: o.pod.id.Namespace, Pod: o.pod.id.Name})
-		if cur == nil && !o.pod.deletedAt.IsZero() && !o.until.After(at) {
-			hist = append(hist, Event{Time: o.pod.deletedAt, Kind: EventPodDeleted, Namespace: o.pod.id.Namespace, Pod: o.pod.id.Name})
+		// Nobody holds the IP: what happened to those who did explains
+		// signals still addressed to it.
+		if cur == nil && !o.until.After(at) {
+			hist = append(hist, o.pod.events...)
+			if !o.pod.deletedAt.IsZero() {
+				hist = append(hist, Event{Time: o.pod.deletedAt, Kind: EventPodDeleted, Namespace: o.pod.id.Namespace, Pod: o.pod.id.Name})
+			}
 		}
 	}
 	sort.SliceStable(hist, func(i, j int) bool { return hist[i].Time.Before(hist[j].Time) })
