@@ -355,6 +355,11 @@ func TestStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := newTestNetns(t)
+	var aerr error
+	ns.run(func() { aerr = p.AttachICMP("lo") }) // every packet passes the TC program
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
 	const conns = 500
 	loopbackConnects(t, ns, conns, 4247)
 	after, err := p.Stats()
