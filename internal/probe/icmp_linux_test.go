@@ -72,8 +72,10 @@ func sendFrom(t *testing.T, h *lab.Host, src netip.Addr, to netip.AddrPort, size
 // error it generated (IPv4). Cases: a firewall REJECT with port
 // unreachable and with host prohibited (a TCP SYN), an unreachable route
 // on the gateway, a DF datagram larger than the gateway's route MTU
-// (fragmentation needed, with the MTU), and an IPv6 datagram to a closed
-// UDP port (ICMPv6 port unreachable, no icmp_send tracepoint for IPv6).
+// (fragmentation needed, with the MTU), an IPv6 datagram to a closed
+// UDP port (ICMPv6 port unreachable) and an IPv6 datagram over the
+// gateway's route MTU (packet too big, 32-bit MTU); IPv6 has no icmp_send
+// tracepoint.
 func TestICMPErrors(t *testing.T) {
 	requireProbe(t)
 	if _, err := exec.LookPath("iptables"); err != nil {
@@ -91,6 +93,7 @@ func TestICMPErrors(t *testing.T) {
 		code   uint8
 		mtu    uint32
 		noSent bool
+		from6  string // the IPv6 sender, for IPv6 cases
 	}{
 		{"REJECT icmp-port-unreachable", func(t *testing.T, l *lab.Lab, client, server *lab.Host) (func() signal.Flow, *lab.Host) {
 			if err := server.Iptables("-A", "INPUT", "-p", "tcp", "--dport", "5001", "-j", "REJECT", "--reject-with", "icmp-port-unreachable"); err != nil {
@@ -100,7 +103,7 @@ func TestICMPErrors(t *testing.T) {
 				_, f := dialNonblocking(t, client, netip.AddrPortFrom(server.IP, 5001))
 				return f
 			}, server
-		}, false, 3, 3, 0, false},
+		}, false, 3, 3, 0, false, ""},
 		{"REJECT icmp-host-prohibited", func(t *testing.T, l *lab.Lab, client, server *lab.Host) (func() signal.Flow, *lab.Host) {
 			if err := server.Iptables("-A", "INPUT", "-p", "tcp", "--dport", "5002", "-j", "REJECT", "--reject-with", "icmp-host-prohibited"); err != nil {
 				t.Fatal(err)
@@ -109,7 +112,7 @@ func TestICMPErrors(t *testing.T) {
 				_, f := dialNonblocking(t, client, netip.AddrPortFrom(server.IP, 5002))
 				return f
 			}, server
-		}, false, 3, 10, 0, false},
+		}, false, 3, 10, 0, false, ""},
 		{"unreachable route on the gateway", func(t *testing.T, l *lab.Lab, client, server *lab.Host) (func() signal.Flow, *lab.Host) {
 			mustRun(t, l.Node(), "sysctl", "-qw", "net.ipv4.ip_forward=1")
 			mustRun(t, l.Node(), "ip", "route", "add", "unreachable", "198.51.100.0/24")
@@ -117,21 +120,32 @@ func TestICMPErrors(t *testing.T) {
 				_, f := dialNonblocking(t, client, netip.MustParseAddrPort("198.51.100.7:443"))
 				return f
 			}, l.Node()
-		}, false, 3, 1, 0, false},
+		}, false, 3, 1, 0, false, ""},
 		{"fragmentation needed at the gateway", func(t *testing.T, l *lab.Lab, client, server *lab.Host) (func() signal.Flow, *lab.Host) {
 			mustRun(t, l.Node(), "sysctl", "-qw", "net.ipv4.ip_forward=1")
 			mustRun(t, l.Node(), "ip", "route", "add", "192.0.2.0/24", "via", server.IP.String(), "mtu", "lock", "1000")
 			return func() signal.Flow {
 				return sendFrom(t, client, client.IP, netip.MustParseAddrPort("192.0.2.10:9"), 1200, true)
 			}, l.Node()
-		}, false, 3, 4, 1000, false},
+		}, false, 3, 4, 1000, false, ""},
 		{"ICMPv6 port unreachable", func(t *testing.T, l *lab.Lab, client, server *lab.Host) (func() signal.Flow, *lab.Host) {
 			mustRun(t, client, "ip", "-6", "addr", "add", "fd00:6e63::2/64", "dev", "eth0", "nodad")
 			mustRun(t, server, "ip", "-6", "addr", "add", "fd00:6e63::3/64", "dev", "eth0", "nodad")
 			return func() signal.Flow {
 				return sendFrom(t, client, netip.MustParseAddr("fd00:6e63::2"), netip.MustParseAddrPort("[fd00:6e63::3]:9"), 10, false)
 			}, server
-		}, true, 1, 4, 0, true},
+		}, true, 1, 4, 0, true, "fd00:6e63::3"},
+		{"ICMPv6 packet too big at the gateway", func(t *testing.T, l *lab.Lab, client, server *lab.Host) (func() signal.Flow, *lab.Host) {
+			node := l.Node()
+			mustRun(t, node, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+			mustRun(t, node, "ip", "-6", "addr", "add", "fd00:6e63::1/64", "dev", "br0", "nodad")
+			mustRun(t, client, "ip", "-6", "addr", "add", "fd00:6e63::2/64", "dev", "eth0", "nodad")
+			mustRun(t, client, "ip", "-6", "route", "add", "2001:db8::/64", "via", "fd00:6e63::1")
+			mustRun(t, node, "ip", "-6", "route", "add", "2001:db8::/64", "via", "fd00:6e63::3", "mtu", "lock", "1280")
+			return func() signal.Flow {
+				return sendFrom(t, client, netip.MustParseAddr("fd00:6e63::2"), netip.MustParseAddrPort("[2001:db8::10]:9"), 1400, false)
+			}, node
+		}, true, 2, 0, 1280, true, "fd00:6e63::1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,7 +159,7 @@ func TestICMPErrors(t *testing.T) {
 			flow := send()
 			from := sender.IP
 			if tt.v6 {
-				from = netip.MustParseAddr("fd00:6e63::3")
+				from = netip.MustParseAddr(tt.from6)
 			}
 			got, ok := col.waitFor(func(s signal.Signal) bool {
 				return s.Kind == signal.KindICMPError && s.NetnsInode == client.Inode && s.Flow == flow
