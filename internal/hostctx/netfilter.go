@@ -51,7 +51,7 @@ type Netfilter struct {
 	MinReload time.Duration
 
 	mu    sync.Mutex
-	cache map[uint32]*nfEntry
+	cache map[uint32]*nfSlot
 	now   func() time.Time
 }
 
@@ -66,7 +66,7 @@ type nfEntry struct {
 // NewNetfilter returns an attributor; names may be nil (RuleMatch.Netns
 // then says "netns:<inode>").
 func NewNetfilter(names *NetnsNames) *Netfilter {
-	return &Netfilter{names: names, TTL: 2 * time.Second, MaxNamespaces: 64, MinReload: 100 * time.Millisecond, cache: map[uint32]*nfEntry{}, now: time.Now}
+	return &Netfilter{names: names, TTL: 2 * time.Second, MaxNamespaces: 64, MinReload: 100 * time.Millisecond, cache: map[uint32]*nfSlot{}, now: time.Now}
 }
 
 // Attribute finds the rule in the packet's namespace that drops or rejects
@@ -144,11 +144,31 @@ func inferPath(p Packet, local map[netip.Addr]bool) Path {
 	return PathUnknown
 }
 
+// nfSlot holds one namespace's cached listing. Its mutex is held while
+// listing, so concurrent callers for that namespace share one listing and
+// callers for other namespaces are not held up.
+type nfSlot struct {
+	mu sync.Mutex
+	e  *nfEntry // guarded by mu
+	// at and cost mirror e's for eviction; guarded by Netfilter.mu.
+	at   time.Time
+	cost time.Duration
+}
+
 func (n *Netfilter) entry(ino uint32, dropped time.Time) (*nfEntry, error) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
+	s := n.cache[ino]
+	if s == nil {
+		n.evict(n.now())
+		s = &nfSlot{}
+		n.cache[ino] = s
+	}
+	n.mu.Unlock()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	now := n.now()
-	if e, ok := n.cache[ino]; ok {
+	if e := s.e; e != nil {
 		// A listing is never repeated sooner than ten times what it
 		// cost, so a huge ruleset (kube-proxy) under a storm of drops
 		// takes at most a tenth of a core.
@@ -158,31 +178,43 @@ func (n *Netfilter) entry(ino uint32, dropped time.Time) (*nfEntry, error) {
 			return e, nil
 		}
 	}
-	// The lock is held across the load: concurrent callers for the same
-	// namespace wait for one dump instead of making their own.
 	start := time.Now()
 	e, err := loadNetfilter(ino)
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if err != nil {
-		delete(n.cache, ino)
+		s.e = nil
+		if n.cache[ino] == s {
+			delete(n.cache, ino)
+		}
 		return nil, err
 	}
 	e.at, e.cost = now, time.Since(start)
-	for k, old := range n.cache {
-		if now.Sub(old.at) >= max(n.TTL, 10*old.cost) {
+	s.e, s.at, s.cost = e, e.at, e.cost
+	return e, nil
+}
+
+// evict drops expired slots and, at MaxNamespaces, the oldest one. Slots
+// still being listed for the first time (zero at) are left alone.
+func (n *Netfilter) evict(now time.Time) {
+	for k, s := range n.cache {
+		if !s.at.IsZero() && now.Sub(s.at) >= max(n.TTL, 10*s.cost) {
 			delete(n.cache, k)
 		}
 	}
-	if len(n.cache) >= n.MaxNamespaces {
+	for len(n.cache) >= n.MaxNamespaces {
 		var oldest uint32
-		for k, old := range n.cache {
-			if oldest == 0 || old.at.Before(n.cache[oldest].at) {
-				oldest = k
+		var found bool
+		for k, s := range n.cache {
+			if !s.at.IsZero() && (!found || s.at.Before(n.cache[oldest].at)) {
+				oldest, found = k, true
 			}
+		}
+		if !found {
+			return
 		}
 		delete(n.cache, oldest)
 	}
-	n.cache[ino] = e
-	return e, nil
 }
 
 func loadNetfilter(ino uint32) (*nfEntry, error) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -403,5 +404,74 @@ func TestNetfilterLabCache(t *testing.T) {
 	clock = clock.Add(max(nf.TTL, 10*nf.cache[srv.Inode].cost))
 	if m, err := nf.Attribute(p); err != nil || m.Table != "fw3" {
 		t.Errorf("after TTL: %+v, %v; want fw3", m, err)
+	}
+}
+
+// Concurrent attributions across namespaces, with a cache smaller than
+// the number of namespaces.
+func TestNetfilterLabConcurrent(t *testing.T) {
+	needTool(t, "nft")
+	l := lab.New(t)
+	var hosts []*lab.Host
+	for i := 0; i < 3; i++ {
+		h := l.MustAddHost(t, fmt.Sprintf("h%d", i))
+		if err := h.Nft(fmt.Sprintf("table inet fw%d { chain in { type filter hook input priority 0; tcp dport 8080 drop;\n}\n}", i)); err != nil {
+			t.Fatal(err)
+		}
+		hosts = append(hosts, h)
+	}
+	nf := NewNetfilter(nil)
+	nf.MaxNamespaces = 2
+	errc := make(chan error, 30)
+	for i := 0; i < 30; i++ {
+		h := hosts[i%3]
+		go func(i int) {
+			m, err := nf.Attribute(Packet{NetnsInode: h.Inode, Proto: 6, Src: netip.MustParseAddr("10.1.1.1"), Dst: h.IP, DstPort: 8080, TCPFlags: 0x02})
+			if err == nil && m.Table != fmt.Sprintf("fw%d", i%3) {
+				err = fmt.Errorf("namespace %s: table %s", h.Netns, m.Table)
+			}
+			errc <- err
+		}(i)
+	}
+	for i := 0; i < 30; i++ {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestNetfilterEvict(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tests := []struct {
+		name  string
+		max   int
+		slots map[uint32]*nfSlot
+		left  []uint32
+	}{
+		{"expiry, with the cost floor", 10, map[uint32]*nfSlot{
+			1: {at: now.Add(-3 * time.Second)},                               // past TTL
+			2: {at: now.Add(-3 * time.Second), cost: 500 * time.Millisecond}, // kept: listing again would cost too much
+			4: {},                                                            // being listed
+		}, []uint32{2, 4}},
+		{"room for one more at the limit, oldest first", 3, map[uint32]*nfSlot{
+			1: {at: now.Add(-1500 * time.Millisecond)},
+			2: {at: now.Add(-time.Second)},
+			3: {at: now.Add(-500 * time.Millisecond)},
+			4: {},
+		}, []uint32{3, 4}},
+	}
+	for _, tc := range tests {
+		nf := NewNetfilter(nil)
+		nf.MaxNamespaces = tc.max
+		nf.cache = tc.slots
+		nf.evict(now)
+		var left []uint32
+		for k := range nf.cache {
+			left = append(left, k)
+		}
+		slices.Sort(left)
+		if !slices.Equal(left, tc.left) {
+			t.Errorf("%s: left %v, want %v", tc.name, left, tc.left)
+		}
 	}
 }
