@@ -227,3 +227,18 @@ func TestHostUnknownNamespace(t *testing.T) {
 		t.Error("a namespace that does not exist gave no error")
 	}
 }
+
+// The caller's own namespace is found through /proc/self.
+func TestHostOwnNamespace(t *testing.T) {
+	if err := lab.Check(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	self, ok := nsInode("/proc/self/ns/net")
+	if !ok {
+		t.Skip("skipping: /proc/self/ns/net is unreadable")
+	}
+	lk, err := NewNetlink().Link(self, 1)
+	if err != nil || lk.Name != "lo" {
+		t.Errorf("ifindex 1 of our own namespace: %+v, %v; want lo", lk, err)
+	}
+}
