@@ -31,14 +31,23 @@ func connectFrom(t *testing.T, h *lab.Host, typ int, to netip.AddrPort, nonblock
 		if nonblock {
 			flags |= unix.SOCK_NONBLOCK
 		}
-		fd, err := unix.Socket(unix.AF_INET, typ|flags, 0)
+		af := unix.AF_INET
+		if to.Addr().Is6() {
+			af = unix.AF_INET6
+		}
+		fd, err := unix.Socket(af, typ|flags, 0)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(fd)
 		cerr = unix.Connect(fd, sockaddr(to.Addr(), int(to.Port())))
 		if sa, err := unix.Getsockname(fd); err == nil {
-			lport = uint16(sa.(*unix.SockaddrInet4).Port)
+			switch sa := sa.(type) {
+			case *unix.SockaddrInet4:
+				lport = uint16(sa.Port)
+			case *unix.SockaddrInet6:
+				lport = uint16(sa.Port)
+			}
 		}
 		return nil
 	})
@@ -113,18 +122,22 @@ func testConnectErrors(t *testing.T, col *collector) {
 		{"prohibit route", []string{"prohibit", "198.51.100.0/24"}, "198.51.100.7", 443, unix.SOCK_STREAM, false, unix.EACCES},
 		{"unreachable route, UDP", []string{"unreachable", "198.51.100.0/24"}, "198.51.100.7", 53, unix.SOCK_DGRAM, false, unix.EHOSTUNREACH},
 		{"no route", []string{"del", "default"}, "198.51.100.7", 443, unix.SOCK_STREAM, false, unix.ENETUNREACH},
+		{"no route, IPv6", nil, "2001:db8::7", 443, unix.SOCK_STREAM, false, unix.ENETUNREACH},
+		{"prohibit route, IPv6", []string{"-6", "prohibit", "2001:db8::/64"}, "2001:db8::7", 443, unix.SOCK_STREAM, false, unix.EACCES},
 		{"refused, blocking", nil, "", 4280, unix.SOCK_STREAM, false, unix.ECONNREFUSED},
 		{"in progress, non-blocking", nil, "", 4281, unix.SOCK_STREAM, true, 0},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := l.MustAddHost(t, fmt.Sprintf("c%d", i))
-			if tt.route != nil {
-				args := append([]string{"route", "add"}, tt.route...)
-				if tt.route[0] == "del" {
-					args = append([]string{"route"}, tt.route...)
-				}
-				mustRun(t, h, "ip", args...)
+			switch {
+			case tt.route == nil:
+			case tt.route[0] == "del":
+				mustRun(t, h, "ip", append([]string{"route"}, tt.route...)...)
+			case tt.route[0] == "-6":
+				mustRun(t, h, "ip", append([]string{"-6", "route", "add"}, tt.route[1:]...)...)
+			default:
+				mustRun(t, h, "ip", append([]string{"route", "add"}, tt.route...)...)
 			}
 			dst := l.Node().IP // the gateway: nobody listens on the port
 			if tt.dst != "" {

@@ -90,6 +90,26 @@ func TestNeighFailed(t *testing.T) {
 			mustRun(t, client, "ip", "neigh", "change", server.IP.String(), "dev", "eth0", "nud", "stale")
 			return server.IP
 		}, signal.NUDProbe, true, 300 * time.Millisecond},
+		{"ipv6 host went away", func(t *testing.T, l *lab.Lab, client *lab.Host) netip.Addr {
+			server := l.MustAddHost(t, "server")
+			mustRun(t, client, "ip", "-6", "addr", "add", "fd00:6e63::2/64", "dev", "eth0", "nodad")
+			mustRun(t, server, "ip", "-6", "addr", "add", "fd00:6e63::3/64", "dev", "eth0", "nodad")
+			gone := netip.MustParseAddr("fd00:6e63::3")
+			sendUDP(t, client, netip.AddrPortFrom(gone, 9))
+			deadline := time.Now().Add(3 * time.Second)
+			for !strings.Contains(mustRun(t, client, "ip", "-6", "neigh", "show", gone.String(), "dev", "eth0"), "REACHABLE") {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s never became REACHABLE", gone)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			for _, kv := range []string{"delay_first_probe_time=1", "ucast_solicit=2", "retrans_time_ms=200"} {
+				mustRun(t, client, "sysctl", "-qw", "net.ipv6.neigh.eth0."+kv)
+			}
+			mustRun(t, server, "ip", "link", "del", "eth0")
+			mustRun(t, client, "ip", "-6", "neigh", "change", gone.String(), "dev", "eth0", "nud", "stale")
+			return gone
+		}, signal.NUDProbe, true, 300 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
