@@ -404,8 +404,13 @@ func handler[T any](set, del func(T)) cache.ResourceEventHandler {
 
 func podInfo(p *corev1.Pod) PodInfo {
 	id := podIdentity(p)
-	return PodInfo{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, IPs: podIPs(p),
+	info := PodInfo{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels,
 		Ports: id.Ports, HostNetwork: p.Spec.HostNetwork, Node: p.Spec.NodeName}
+	// A finished pod's IP may already be another pod's.
+	if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+		info.IPs = podIPs(p)
+	}
+	return info
 }
 
 // Namespaces lists the cached namespaces (policy check only).

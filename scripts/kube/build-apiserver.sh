@@ -20,6 +20,8 @@ mkdir -p "$cache/bin"
 # One build at a time: test packages may ask for the binary concurrently.
 exec 9>"$cache/build.lock"
 flock 9
+# Under the lock no other build runs: any build directory is a killed one's.
+rm -rf "$cache"/build.??????
 
 if [[ -x "$bin" ]] && "$bin" --version >/dev/null 2>&1; then
 	echo "$bin"

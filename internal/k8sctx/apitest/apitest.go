@@ -433,12 +433,28 @@ func apiServerBinary(t testing.TB) string {
 			buildOnce.err = err
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		// A cold build takes minutes: stop it before the test binary's
+		// deadline so the failure says what to do instead of a timeout panic.
+		deadline := time.Now().Add(30 * time.Minute)
+		if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+			if td, ok := d.Deadline(); ok {
+				deadline = td.Add(-30 * time.Second)
+			}
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
 		var stderr bytes.Buffer
 		cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts/kube/build-apiserver.sh"))
 		cmd.Stderr = &stderr
+		// The script and its go build die together, with the test too.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		began := time.Now()
 		out, err := cmd.Output()
+		if ctx.Err() != nil {
+			buildOnce.err = fmt.Errorf("building kube-apiserver did not finish before the test deadline: run scripts/kube/build-apiserver.sh first, or raise -timeout")
+			return
+		}
 		if err != nil {
 			if !proxyReachable() {
 				buildOnce.skip = "kube-apiserver is not built and the Go module proxy is unreachable to build it: " + err.Error()
@@ -448,6 +464,9 @@ func apiServerBinary(t testing.TB) string {
 			return
 		}
 		buildOnce.path = strings.TrimSpace(string(out))
+		if d := time.Since(began); d > 5*time.Second {
+			t.Logf("built %s with scripts/kube/build-apiserver.sh in %s", buildOnce.path, d.Round(time.Second))
+		}
 	})
 	if buildOnce.skip != "" {
 		t.Skip(buildOnce.skip)
