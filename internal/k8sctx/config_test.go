@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/collector/confmap"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -74,5 +76,37 @@ func TestRESTConfigErrors(t *testing.T) {
 	rc, err := c.RESTConfig()
 	if err != nil || rc.Host != "http://127.0.0.1:1" {
 		t.Errorf("auth none: %+v %v", rc, err)
+	}
+}
+
+// TestConfigUnmarshal decodes the keys as the collector does when the
+// receiver embeds Config.
+func TestConfigUnmarshal(t *testing.T) {
+	var wrapper struct {
+		Kubernetes Config `mapstructure:"kubernetes"`
+	}
+	wrapper.Kubernetes = DefaultConfig()
+	conf := confmap.NewFromStringMap(map[string]any{"kubernetes": map[string]any{
+		"enable_k8s_metadata":   true,
+		"enable_policy_check":   true,
+		"auth_type":             "kubeConfig",
+		"kubeconfig_path":       "/etc/kube/config",
+		"context":               "prod",
+		"node_name":             "node-3",
+		"history_window":        "2m",
+		"sync_timeout":          "3s",
+		"health_check_interval": "1s",
+	}})
+	if err := conf.Unmarshal(&wrapper); err != nil {
+		t.Fatal(err)
+	}
+	want := Config{EnableK8sMetadata: true, EnablePolicyCheck: true, AuthType: AuthKubeConfig, KubeConfigPath: "/etc/kube/config",
+		Context: "prod", NodeName: "node-3", HistoryWindow: 2 * time.Minute, SyncTimeout: 3 * time.Second, HealthCheckInterval: time.Second}
+	if wrapper.Kubernetes != want {
+		t.Errorf("Unmarshal = %+v, want %+v", wrapper.Kubernetes, want)
+	}
+	bad := confmap.NewFromStringMap(map[string]any{"kubernetes": map[string]any{"auth_typ": "none"}})
+	if err := bad.Unmarshal(&wrapper); err == nil || !strings.Contains(err.Error(), "auth_typ") {
+		t.Errorf("unknown key: %v", err)
 	}
 }
