@@ -33,24 +33,21 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-// collectorBinary returns the ocb-built collector, building it with
-// `make collector` when it is not there yet (NC_COLLECTOR overrides).
+// collectorBinary builds the collector with ocb (`make collector`; quick
+// when nothing changed) so the test never runs a binary older than the code.
+// NC_COLLECTOR names a prebuilt binary instead.
 func collectorBinary(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("NC_COLLECTOR"); p != "" {
 		return p
 	}
 	root := repoRoot(t)
-	bin := filepath.Join(root, "_build", "collector", "otelcol-netcorr")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	t.Logf("building the collector with ocb (make collector)")
-	cmd := exec.Command("make", "-C", root, "collector")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	start := time.Now()
+	if out, err := exec.Command("make", "-C", root, "collector").CombinedOutput(); err != nil {
 		t.Fatalf("make collector: %v\n%s", err, out)
 	}
-	return bin
+	t.Logf("collector built with ocb in %s", time.Since(start).Round(time.Second))
+	return filepath.Join(root, "_build", "collector", "otelcol-netcorr")
 }
 
 // runCollector starts the collector with a config from testdata and stops it
@@ -236,20 +233,22 @@ func addrPort(h *lab.Host, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(h.IP, port)
 }
 
-// syncBuffer collects a child's output written from two pipes at once.
+// syncBuffer collects a child's output while the test reads it. The buffer
+// is a named field, not embedded, so io.Copy cannot reach its ReadFrom
+// around the lock.
 type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.Buffer.Write(p)
+	return b.buf.Write(p)
 }
 
 func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.Buffer.String()
+	return b.buf.String()
 }
