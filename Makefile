@@ -62,6 +62,7 @@ generate: $(GOBIN)/mdatagen ## regenerate the receiver's mdatagen code and docum
 bench: ## benchmarks: correlator, policy evaluator, success-path overhead of the probes (root)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./internal/... ./receiver/...
 	$(GO) test -run '^$$' -bench SuccessPathOverhead -benchtime 20000x -count 1 -timeout 30m ./e2e/
+	$(GO) test -run '^$$' -bench TimeToDiagnosis -benchtime 2000x -count 1 -timeout 10m ./e2e/
 
 .PHONY: clean
 clean:
