@@ -45,6 +45,20 @@ import (
 // NetnsNamer names network namespaces in diagnoses (the host context provider).
 type NetnsNamer = pattern.NetnsNamer
 
+// HostContext answers questions about one network namespace's own state
+// (hostctx.Netlink through an adapter). ns is the namespace's inode.
+type HostContext interface {
+	Neighbor(ns uint32, ip netip.Addr) (pattern.NeighborFact, error)
+	Route(ns uint32, dst netip.Addr) (pattern.RouteFact, error)
+	Listeners(ns uint32, port uint16) ([]pattern.ListenerFact, error)
+}
+
+// RuleAttributor finds the netfilter rule that dropped a packet
+// (hostctx.Netfilter through an adapter).
+type RuleAttributor interface {
+	Attribute(drop *signal.Signal) (*pattern.RuleFact, error)
+}
+
 // Config of the engine. SYNTimeout, Window and MaxFlows are required; the
 // other fields take their defaults when zero.
 type Config struct {
@@ -67,6 +81,20 @@ type Config struct {
 	MaxEvidence int
 	// NetnsNamer may be nil: namespaces then print as "netns:<inode>".
 	NetnsNamer NetnsNamer
+	// ARPTimeout: how long after its connect started a connection whose
+	// packets wait for neighbour resolution (SYN retransmits failing with
+	// EBUSY) is held for the kernel's verdict on the neighbour (the entry
+	// going FAILED, at ~3 s with default sysctls: mcast_solicit 3 x
+	// retrans_time 1 s), so arp_failure names it rather than syn_dropped
+	// diagnosing a queued SYN. Past it, SYNs still queued are diagnosed as
+	// arp_failure without the kernel's verdict; if nothing shows them still
+	// waiting (resolution may have succeeded) the other patterns decide.
+	// Default 4s: the kernel's 3 s and a second for its verdict to arrive.
+	ARPTimeout time.Duration
+	// Host and Rules may be nil (no host context). They are asked only
+	// when a new diagnosis is built, never per signal (see pattern.Need).
+	Host  HostContext
+	Rules RuleAttributor
 	// Patterns overrides the library (tests); nil = pattern.Default(SYNTimeout).
 	Patterns []pattern.Pattern
 }
@@ -96,6 +124,7 @@ func (c Config) Validate() error {
 	}
 	opt("grace", c.Grace)
 	opt("flow_ttl", c.FlowTTL)
+	opt("arp_timeout", c.ARPTimeout)
 	if c.MaxEvidence < 0 {
 		errs = append(errs, fmt.Errorf("max_evidence must be >= 0 (0 = default), got %d", c.MaxEvidence))
 	}
@@ -140,6 +169,10 @@ const (
 	// A connection is rarely diagnosed by more than two patterns; beyond
 	// that, later signals of the extra ones are not folded (still counted).
 	maxDiagRefs = 2
+	// Neighbour failures kept for matching connections (within Window), and
+	// how many one connection's evidence shows.
+	maxNeighs  = 64
+	maxNeighEv = 4
 )
 
 // connKey is the 5-tuple in a canonical order, so both directions (and the
@@ -150,6 +183,9 @@ type connKey struct {
 	a, b   [16]byte
 	ap, bp uint16
 	proto  uint8
+	// ns is set only for a neighbour failure's pseudo-connection (see
+	// observeNeigh): one per address and namespace.
+	ns uint64
 }
 
 func keyOf(f signal.Flow) connKey {
@@ -193,6 +229,7 @@ type flowState struct {
 	client     pattern.Netns
 	oriented   bool
 	pending    bool
+	neigh      bool // a neighbour failure's pseudo-connection
 	nsock      uint8
 	npkt       uint8
 	nrefs      uint8
@@ -261,6 +298,11 @@ type aggregate struct {
 	hasLatest   bool
 }
 
+type neighEntry struct {
+	s       signal.Signal
+	claimed bool
+}
+
 type pendingRef struct {
 	f   *flowState
 	gen uint64
@@ -291,6 +333,14 @@ type Engine struct {
 
 	pending []pendingRef
 
+	// neighs: recent neighbour failures (a ring), for connections that
+	// failed behind them; claimed once a connection's diagnosis named one.
+	neighs   [maxNeighs]neighEntry
+	neighN   int
+	neighHd  int
+	neighBuf [maxNeighEv]signal.Signal
+	neighIdx [maxNeighEv]int
+
 	ev      pattern.Evidence
 	sockBuf [maxSock]signal.Signal
 	pktBuf  [maxPkt]signal.Signal
@@ -317,9 +367,12 @@ func New(cfg Config, emit func(diagnosis.Diagnosis)) (*Engine, error) {
 	if cfg.MaxEvidence == 0 {
 		cfg.MaxEvidence = 16
 	}
+	if cfg.ARPTimeout == 0 {
+		cfg.ARPTimeout = 4 * time.Second
+	}
 	ps := cfg.Patterns
 	if ps == nil {
-		ps = pattern.Default(cfg.SYNTimeout)
+		ps = pattern.Library(pattern.Options{SYNTimeout: cfg.SYNTimeout, ARPTimeout: cfg.ARPTimeout})
 	}
 	e := &Engine{
 		cfg:      cfg,
@@ -354,6 +407,10 @@ func (e *Engine) Observe(s signal.Signal) {
 	// signal escape to the heap through the pattern interface.
 	e.trigger = s
 	t := &e.trigger
+	if t.Kind == signal.KindNeighFailed {
+		e.observeNeigh(t)
+		return
+	}
 	k := keyOf(t.Flow)
 	f := e.flows[k]
 	if f == nil {
@@ -365,11 +422,93 @@ func (e *Engine) Observe(s signal.Signal) {
 	}
 	e.record(f, t)
 	e.evaluate(f, t, t.Time)
-	// The client socket left SYN_SENT or closed: this connection is decided.
+	// The client socket left SYN_SENT or closed, or connect() returned an
+	// error: this connection is decided.
 	if t.Kind == signal.KindStateChange && t.Flow == f.flow &&
-		(t.OldState == signal.StateSynSent || t.State == signal.StateClose) {
+		(t.OldState == signal.StateSynSent || t.State == signal.StateClose) ||
+		t.Kind == signal.KindConnectError {
 		e.removeFlow(f)
 	}
+}
+
+// observeNeigh keeps a neighbour failure for the connections that failed
+// behind it, and asks the patterns about it on its own, as a
+// pseudo-connection of the address and namespace (a failure no connection
+// signal explains: UDP, ICMP, a gateway).
+func (e *Engine) observeNeigh(t *signal.Signal) {
+	if !t.NeighAddr.IsValid() {
+		e.stats.Ignored++
+		return
+	}
+	i := (e.neighHd + e.neighN) % maxNeighs
+	if e.neighN == maxNeighs {
+		e.neighHd = (e.neighHd + 1) % maxNeighs
+	} else {
+		e.neighN++
+	}
+	e.neighs[i] = neighEntry{s: *t}
+	t.Flow = signal.Flow{Dst: t.NeighAddr}
+	if !e.wanted(t) {
+		e.stats.Ignored++
+		return
+	}
+	k := keyOf(t.Flow)
+	k.ns = t.NetnsCookie
+	if k.ns == 0 {
+		k.ns = uint64(t.NetnsInode)
+	}
+	f := e.flows[k]
+	if f == nil {
+		f = e.newFlow(k, t)
+		f.neigh = true
+	}
+	e.record(f, t)
+	e.evaluate(f, t, t.Time)
+	if !f.pending {
+		e.removeFlow(f)
+	}
+}
+
+// neighFor reports whether neighbour entry x concerns connection f: it
+// failed within Window in a namespace of the connection's signals.
+func (e *Engine) neighFor(f *flowState, x *signal.Signal, now time.Time) bool {
+	if now.Sub(x.Time) > e.cfg.Window || x.Time.Sub(now) > e.cfg.Window {
+		return false
+	}
+	ns := pattern.NetnsOf(x)
+	if f.neigh {
+		return ns.Cookie == f.key.ns || ns.Cookie == 0 && uint64(ns.Inode) == f.key.ns
+	}
+	if f.client.Known() && ns.SameAs(f.client) {
+		return true
+	}
+	for i := range f.pkt[:f.npkt] {
+		if ns.SameAs(pattern.Netns{Cookie: f.pkt[i].cookie, Inode: f.pkt[i].inode}) {
+			return true
+		}
+	}
+	return false
+}
+
+// fillNeigh puts the neighbour failures concerning f into the evidence,
+// the entry of the connection's destination first.
+func (e *Engine) fillNeigh(f *flowState, now time.Time) []signal.Signal {
+	if e.neighN == 0 {
+		return nil
+	}
+	n := 0
+	for pass := 0; pass < 2; pass++ {
+		for j := e.neighN - 1; j >= 0 && n < maxNeighEv; j-- { // newest first
+			i := (e.neighHd + j) % maxNeighs
+			x := &e.neighs[i].s
+			if (x.NeighAddr == f.flow.Dst) != (pass == 0) || !e.neighFor(f, x, now) {
+				continue
+			}
+			e.neighBuf[n], e.neighIdx[n] = *x, i
+			n++
+		}
+	}
+	return e.neighBuf[:n]
 }
 
 func (e *Engine) wanted(s *signal.Signal) bool {
@@ -432,6 +571,7 @@ func (e *Engine) removeFlow(f *flowState) {
 	f.tuple = signal.Flow{}
 	f.key, f.flow, f.last, f.client = connKey{}, signal.Flow{}, time.Time{}, pattern.Netns{}
 	f.oriented, f.pending, f.nsock, f.npkt, f.nrefs, f.diagnosed, f.gen = false, false, 0, 0, 0, 0, 0
+	f.neigh = false
 	f.pendingDue, f.refs = time.Time{}, [maxDiagRefs]diagRef{} // drops the aggregate pointers
 	e.free = append(e.free, f)
 }
@@ -514,6 +654,7 @@ func (e *Engine) fillEvidence(f *flowState, trigger *signal.Signal, now time.Tim
 		r.First, r.Last = signal.Signal{}, signal.Signal{} // no stale retransmits
 	}
 	ev.SynRetrans = r
+	ev.Neigh = e.fillNeigh(f, now)
 	return ev
 }
 
@@ -521,6 +662,7 @@ func (e *Engine) evaluate(f *flowState, trigger *signal.Signal, now time.Time) {
 	ev := e.fillEvidence(f, trigger, now)
 	n := 0
 	deferred := false
+	var hold pattern.Verdict // the strongest Defer that says what it expects
 	for i, p := range e.patterns {
 		ev.Diagnosed = f.diagnosed&(1<<i) != 0
 		v, out := p.Match(ev)
@@ -530,28 +672,67 @@ func (e *Engine) evaluate(f *flowState, trigger *signal.Signal, now time.Time) {
 			n++
 		case pattern.Defer:
 			deferred = true
+			if v.Confidence > 0 && v.Until.After(now) && (hold.Confidence == 0 || better(v, hold)) {
+				hold = v
+			}
 		}
 	}
+	best := 0
+	for i := 1; i < n; i++ {
+		if e.outranks(f, e.matches[i], e.matches[best]) {
+			best = i
+		}
+	}
+	// A pattern waiting for evidence that would make it win holds the
+	// decision (until its Until): lesser matches must not be emitted first.
+	// Never on the connection's last signal: its state goes right after.
+	holding := hold.Confidence > 0 && !deciding(f, trigger) && (n == 0 || better(hold, e.matches[best].v) &&
+		f.diagnosed&(1<<e.matches[best].idx) == 0)
 	switch {
-	case n > 0:
+	case n > 0 && !holding:
 		f.pending = false
-	case deferred && !f.pending:
-		f.pending, f.pendingDue = true, now.Add(e.cfg.Grace)
+	case deferred || holding:
+		due := now.Add(e.cfg.Grace)
+		if holding && hold.Until.After(due) {
+			due = hold.Until
+		}
+		if f.pending {
+			if holding && due.After(f.pendingDue) {
+				f.pendingDue = due
+			}
+			break
+		}
+		f.pending, f.pendingDue = true, due
 		if len(e.pending) >= 2*e.cfg.MaxFlows {
 			e.compactPending() // bounded even if Tick is late: live ones <= MaxFlows
 		}
 		e.pending = append(e.pending, pendingRef{f, f.gen})
 	}
-	if n == 0 {
+	if n == 0 || holding {
 		return
 	}
-	best := 0
-	for i := 1; i < n; i++ {
-		if better(e.matches[i].v, e.matches[best].v) {
-			best = i
-		}
-	}
 	e.apply(f, ev, e.matches[best], e.matches[:n], best)
+}
+
+// deciding reports the connection's last signal (see Observe).
+func deciding(f *flowState, t *signal.Signal) bool {
+	return t != nil && (t.Kind == signal.KindConnectError || t.Kind == signal.KindStateChange && t.Flow == f.flow &&
+		(t.OldState == signal.StateSynSent || t.State == signal.StateClose))
+}
+
+// outranks ranks two matches on one connection. A pattern that already
+// diagnosed the connection keeps it (later signals are follow-ups of the
+// same failure, never a second report) unless the other names a more
+// specific cause; otherwise better decides.
+func (e *Engine) outranks(f *flowState, a, b match) bool {
+	ad, bd := f.diagnosed&(1<<a.idx) != 0, f.diagnosed&(1<<b.idx) != 0
+	switch {
+	case ad && !bd:
+		return a.v.Specificity >= b.v.Specificity
+	case bd && !ad:
+		return a.v.Specificity > b.v.Specificity
+	}
+	return better(a.v, b.v)
 }
 
 // better ranks verdicts: confidence first, then specificity; a tie keeps the
@@ -571,8 +752,27 @@ func (e *Engine) apply(f *flowState, ev *pattern.Evidence, m match, all []match,
 	}
 	key := aggKey{pattern: p.ID(), cause: m.v.Cause,
 		dst: netip.AddrPortFrom(ev.Flow.Dst, ev.Flow.DstPort), where: m.v.Where.Cookie}
+	if m.v.Subject.IsValid() {
+		key.dst = m.v.Subject
+	}
 	if key.where == 0 {
 		key.where = uint64(m.v.Where.Inode)
+	}
+	if f.neigh {
+		// A neighbour failure a connection's diagnosis already named is
+		// that diagnosis' evidence, not a second occurrence.
+		if e.neighClaimed(f) {
+			if a := e.aggs[key]; a != nil {
+				e.stats.FollowUps++
+				a.followUps++
+				a.changed = true
+				a.touch(at)
+				e.addEvidence(a, ev)
+				return
+			}
+		}
+	} else if m.v.Subject.IsValid() {
+		e.claimNeigh(ev, m.v.Subject.Addr())
 	}
 
 	// A later signal of a connection this pattern already diagnosed (SYN
@@ -614,7 +814,9 @@ func (e *Engine) apply(f *flowState, ev *pattern.Evidence, m match, all []match,
 		return
 	}
 
+	ev.Facts = e.resolve(ev, m.v, at)
 	d := p.Diagnose(ev, m.v)
+	ev.Facts = nil
 	if len(all) > 1 {
 		d.Details += rankNote(e.patterns, all, best)
 	}
@@ -742,6 +944,9 @@ func (e *Engine) Tick(now time.Time) {
 		}
 		f.pending = false
 		e.evaluate(f, nil, now)
+		if f.neigh && !f.pending {
+			e.removeFlow(f)
+		}
 	}
 	clear(e.pending[keepN:])
 	e.pending = e.pending[:keepN]

@@ -353,7 +353,8 @@ func TestFixtures(t *testing.T) {
 		{"syn_host_forward_drop.jsonl", []string{"syn_dropped/netfilter_drop/10.0.0.2:8080/netns:1"}},
 		{"syn_no_local_drop.jsonl", []string{"syn_dropped/no_local_drop/10.0.0.2:8080/"}},
 		{"syn_own_output_eperm.jsonl", []string{"syn_dropped/local_output_firewall/10.0.0.2:8080/netns:4097"}},
-		{"syn_arp_ebusy.jsonl", []string{"syn_dropped/neighbour_unresolved/10.0.0.99:8080/netns:4097"}},
+		// arp_failure outranks syn_dropped's neighbour_unresolved.
+		{"syn_arp_ebusy.jsonl", []string{"arp_failure/unresolved/10.0.0.99:0/netns:4097"}},
 		// Recorded from the real probes by TestKernelScenarios -record.
 		{"kernel_refused_closed_port.jsonl", []string{"connection_refused/no_listener/10.218.1.3:8080/netns:4530"}},
 		{"kernel_refused_reject.jsonl", []string{"connection_refused/firewall_reject/10.218.2.3:8081/netns:4551"}},

@@ -2,6 +2,7 @@ package correlate
 
 import (
 	"math"
+	"net/netip"
 	"time"
 
 	"github.com/network-correlator/network-correlator/internal/signal"
@@ -26,6 +27,9 @@ type rec struct {
 	// fwd: the signal's flow is the connection's tuple in key order
 	// (flowState.tuple); otherwise its reverse.
 	fwd                                        bool
+	icmpType, icmpCode                         uint8
+	mtu, backlog, maxBacklog                   uint32
+	icmpFrom                                   netip.Addr
 	dev, dropReason, dropLocation, resetReason string
 }
 
@@ -37,6 +41,8 @@ func pack(s *signal.Signal, k *connKey) rec {
 		retrans: s.Retransmits, kind: s.Kind, state: s.State, old: s.OldState, flags: s.TCPFlags,
 		fwd: inKeyOrder(s.Flow, k),
 		dev: s.Dev, dropReason: s.DropReason, dropLocation: s.DropLocation, resetReason: s.ResetReason,
+		icmpType: s.ICMPType, icmpCode: s.ICMPCode, mtu: s.MTU, backlog: s.Backlog, maxBacklog: s.MaxBacklog,
+		icmpFrom: s.ICMPFrom,
 	}
 	if !s.Time.IsZero() {
 		r.nanos = s.Time.UnixNano()
@@ -64,4 +70,6 @@ func (r *rec) unpack(tuple signal.Flow, out *signal.Signal) {
 	out.NetnsCookie, out.NetnsInode = r.cookie, r.inode
 	out.SkErr, out.Err, out.Retransmits = r.skErr, r.err, r.retrans
 	out.Dev, out.DropReason, out.DropLocation, out.ResetReason = r.dev, r.dropReason, r.dropLocation, r.resetReason
+	out.ICMPType, out.ICMPCode, out.MTU, out.ICMPFrom = r.icmpType, r.icmpCode, r.mtu, r.icmpFrom
+	out.Backlog, out.MaxBacklog = r.backlog, r.maxBacklog
 }

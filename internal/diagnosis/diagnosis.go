@@ -21,6 +21,11 @@ const (
 	PatternBlackhole     Pattern = "blackhole"
 	PatternHalfOpen      Pattern = "half_open"
 	PatternPeerLostState Pattern = "peer_lost_state"
+	// Beyond TCP's own signals: neighbours, ICMP errors, routing, listeners.
+	PatternARPFailure     Pattern = "arp_failure" // ARP and IPv6 NDP
+	PatternICMPError      Pattern = "icmp_error"
+	PatternRouteFailure   Pattern = "route_failure"
+	PatternListenOverflow Pattern = "listen_overflow"
 )
 
 // Severity of the failure for the user.

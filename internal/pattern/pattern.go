@@ -77,6 +77,13 @@ type Evidence struct {
 	// so asking every pattern does not copy it.
 	SynRetrans *Retransmits
 	Namer      NetnsNamer
+	// Neigh: neighbour resolution failures (KindNeighFailed) recorded
+	// within the correlation window in the namespaces of this connection's
+	// signals, the destination's own entry first.
+	Neigh []signal.Signal
+	// Facts: host context the correlator looked up for the verdict's Need;
+	// set only when Diagnose is called, nil without a host context provider.
+	Facts *Facts
 }
 
 // Outcome of asking a pattern.
@@ -104,6 +111,16 @@ type Verdict struct {
 	Specificity int
 	// Why is one clause said when this verdict wins a ranking.
 	Why string
+	// Subject, when valid, replaces the flow's destination in the
+	// aggregation key: the cause is about it (a neighbour, a listener),
+	// whatever port the failing connections used.
+	Subject netip.AddrPort
+	// Need asks the correlator for host context before Diagnose.
+	Need Need
+	// Until, with Defer: the evidence this pattern waits for may take until
+	// then (e.g. the kernel giving up ARP). A Defer whose verdict would
+	// outrank every Match holds the connection's decision until then.
+	Until time.Time
 }
 
 // Pattern is one failure pattern.
@@ -123,7 +140,19 @@ type Pattern interface {
 // Default returns the library with its defaults; synTimeout is the connect
 // age from which unanswered SYNs are diagnosed (see SYNDropped).
 func Default(synTimeout time.Duration) []Pattern {
-	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: synTimeout}}
+	return Library(Options{SYNTimeout: synTimeout})
+}
+
+// Options are the library's settings.
+type Options struct {
+	SYNTimeout time.Duration
+	// ARPTimeout: see ARPFailure.Timeout.
+	ARPTimeout time.Duration
+}
+
+// Library returns every pattern with the given settings.
+func Library(o Options) []Pattern {
+	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{}}
 }
 
 // Errno values seen in sk_err and hook return codes (Linux, all architectures
@@ -167,6 +196,14 @@ func Hook(k signal.Kind) string {
 		return "tcp:tcp_send_reset"
 	case signal.KindDrop:
 		return "skb:kfree_skb"
+	case signal.KindNeighFailed:
+		return "neigh:neigh_timer_handler"
+	case signal.KindConnectError:
+		return "syscalls:sys_exit_connect"
+	case signal.KindICMPError:
+		return "tc:icmp_ingress"
+	case signal.KindICMPSent:
+		return "icmp:icmp_send"
 	}
 	return k.String()
 }
@@ -344,6 +381,9 @@ func DescribeSignal(namer NetnsNamer, s *signal.Signal, connectStart time.Time) 
 		}
 		fact = fmt.Sprintf("%s packet %s dropped in %s (dev %s): reason %s at %s",
 			flagsOrNone(s.TCPFlags), flowText(s.Flow), ns, dev, s.DropReason, orUnknown(s.DropLocation))
+		if s.MaxBacklog != 0 {
+			fact += fmt.Sprintf(", listener's accept queue %d/%d", s.Backlog, s.MaxBacklog)
+		}
 	case signal.KindResetSent:
 		fact = fmt.Sprintf("RST sent by the kernel in %s on %s", ns, flowText(s.Flow))
 		if s.TCPFlags != 0 {
@@ -371,7 +411,7 @@ func DescribeSignal(namer NetnsNamer, s *signal.Signal, connectStart time.Time) 
 			fact += fmt.Sprintf(", %s after the connect started", roundAge(s.Time.Sub(connectStart)))
 		}
 	default:
-		fact = s.String()
+		fact = describeMore(namer, s)
 	}
 	return diagnosis.Evidence{Time: s.Time, Source: Hook(s.Kind), Fact: fact}
 }
