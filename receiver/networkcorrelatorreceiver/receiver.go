@@ -74,10 +74,6 @@ func newReceiver(cfg *Config, set receiver.Settings, d deps) (*networkReceiver, 
 // starts the pipeline. What the source needs and lacks (BTF, capabilities,
 // a readable replay_file) is returned here, so the collector does not start.
 func (r *networkReceiver) Start(_ context.Context, host component.Host) error {
-	if r.cfg.Source == SourceKernel && len(r.cfg.Interfaces) > 0 {
-		r.set.Logger.Warn("interfaces is set, but this build's probes have no TC ICMP parser yet; the setting has no effect",
-			zap.Strings("interfaces", r.cfg.Interfaces))
-	}
 	src, err := r.deps.openSource(r.cfg, r.set.Logger)
 	if err != nil {
 		return fmt.Errorf("networkcorrelator: %s source: %w", r.cfg.Source, err)

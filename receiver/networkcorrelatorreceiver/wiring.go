@@ -22,9 +22,14 @@ func openSource(cfg *Config, logger *zap.Logger) (signalSource, error) {
 	if cfg.Source == SourceReplay {
 		return openReplay(cfg.ReplayFile, logger)
 	}
-	p, err := probe.Open(probe.Config{RingBufferBytes: cfg.BufferSize, DropReasons: cfg.DropReasons})
+	p, err := probe.Open(probe.Config{RingBufferBytes: cfg.BufferSize, DropReasons: cfg.DropReasons, Interfaces: cfg.Interfaces})
 	if err != nil {
 		return nil, err
+	}
+	// Optional hooks (the ICMP parser, connect() errors) that could not
+	// attach leave their patterns blind, not the receiver stopped.
+	for _, e := range p.Unavailable() {
+		logger.Warn("networkcorrelator: a probe is unavailable; its failures will not be diagnosed", zap.Error(e))
 	}
 	return p, nil
 }
