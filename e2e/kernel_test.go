@@ -16,6 +16,7 @@ import (
 
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
 	"github.com/network-correlator/network-correlator/internal/lab"
+	"github.com/network-correlator/network-correlator/internal/signal"
 )
 
 // Each scenario induces one real failure between two lab hosts and asserts
@@ -204,7 +205,22 @@ func TestSuccessOnlyRunIsSilent(t *testing.T) {
 	// Let every close, FIN and TIME_WAIT transition reach the probes.
 	time.Sleep(1500 * time.Millisecond)
 	sigs, diags := p.snapshot()
-	if len(diags) != 0 || len(sigs) != 0 {
-		t.Fatalf("%d successful connections produced %d signals and %d diagnoses:\n%s", n, len(sigs), len(diags), p.dump())
+	// One kernel behaviour is tolerated (see internal/probe's success test):
+	// under load, a late pure ACK of a finished connection can be processed
+	// by the listener as a TCP_FLAGS drop answered by a RST. It must not
+	// become a diagnosis; any other signal fails the test.
+	var other int
+	for _, s := range sigs {
+		trailingACK := s.State == signal.StateListen && s.TCPFlags == signal.TCPFlagACK &&
+			(s.Kind == signal.KindDrop && s.DropReason == "TCP_FLAGS" || s.Kind == signal.KindResetSent && s.ResetReason == "TCP_FLAGS")
+		if !trailingACK {
+			other++
+		}
+	}
+	if other != len(sigs) {
+		t.Logf("%d trailing-ACK signals at the listener, tolerated", len(sigs)-other)
+	}
+	if len(diags) != 0 || other != 0 {
+		t.Fatalf("%d successful connections produced %d signals and %d diagnoses:\n%s", n, other, len(diags), p.dump())
 	}
 }
