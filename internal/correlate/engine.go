@@ -817,7 +817,7 @@ func (e *Engine) apply(f *flowState, ev *pattern.Evidence, m match, all []match,
 	ev.Facts = e.resolve(ev, m.v, at)
 	d := p.Diagnose(ev, m.v)
 	ev.Facts = nil
-	if len(all) > 1 {
+	if all = e.rivals(f, ev, all, best); len(all) > 1 {
 		d.Details += rankNote(e.patterns, all, best)
 	}
 	if len(d.Evidence) > e.cfg.MaxEvidence {
@@ -901,6 +901,31 @@ func (e *Engine) evidence(a *aggregate) []diagnosis.Evidence {
 		out[len(out)-1] = pattern.DescribeSignal(e.cfg.NetnsNamer, &a.latest, a.latestStart)
 	}
 	return out
+}
+
+// rivals adds to the matches at the trigger those other patterns that
+// match the connection's evidence as a whole (asked as on a Tick): a pattern
+// that matched at an earlier signal and was held back, or that decides only
+// at other signals, is a competitor the ranking must name. Only for a new
+// diagnosis, so it costs nothing per signal.
+func (e *Engine) rivals(f *flowState, ev *pattern.Evidence, all []match, best int) []match {
+	if ev.Trigger == nil {
+		return all
+	}
+	trig := ev.Trigger
+	ev.Trigger = nil
+	n := len(all)
+	for i, p := range e.patterns {
+		if slices.ContainsFunc(all[:n], func(m match) bool { return m.idx == i }) || n >= len(e.matches) {
+			continue
+		}
+		ev.Diagnosed = f.diagnosed&(1<<i) != 0
+		if v, out := p.Match(ev); out == pattern.Match && !better(v, all[best].v) {
+			all = append(all, match{idx: i, v: v})
+		}
+	}
+	ev.Trigger = trig
+	return all
 }
 
 func rankNote(ps []pattern.Pattern, all []match, best int) string {

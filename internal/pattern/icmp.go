@@ -304,4 +304,3 @@ func appendRule(ev *Evidence, out []diagnosis.Evidence) []diagnosis.Evidence {
 	}
 	return append(out, diagnosis.Evidence{Time: ev.Facts.At, Source: "hostctx:netfilter", Fact: fact})
 }
-
