@@ -51,7 +51,7 @@ done < <(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$gomod" | grep -v
 echo "replaced $n staging modules with $staging_version" >&2
 
 start=$(date +%s)
-go build -trimpath -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+go build -trimpath -ldflags="-s -w" -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 echo "built kube-apiserver v$version in $(( $(date +%s) - start ))s" >&2
 mv "$work/kube-apiserver" "$bin"
 ln -sfn "$(basename "$bin")" "$cache/bin/kube-apiserver"
