@@ -87,3 +87,9 @@ func reasonOr(r string) string {
 	}
 	return r
 }
+
+// Annotate is Annotate on the provider's index: what the correlator calls
+// for each end of a flow.
+func (p *Provider) Annotate(e *diagnosis.Endpoint, at time.Time) ([]diagnosis.Evidence, bool) {
+	return Annotate(p.index, e, at)
+}

@@ -65,6 +65,14 @@ func TestAnnotate(t *testing.T) {
 		})
 	}
 
+	// The provider answers from the same index.
+	prov := NewWithClient(testConfig(), nil, nil)
+	prov.index = x
+	pe := diagnosis.Endpoint{Addr: "10.0.0.5"}
+	if _, ok := prov.Annotate(&pe, t0); !ok || pe.K8sPod != "web-1" {
+		t.Errorf("Provider.Annotate = %+v %v", pe, ok)
+	}
+
 	// After a deletion the address names nobody, the evidence says who had it.
 	c.advance(time.Second)
 	x.DeletePod("shop", "web-1")
