@@ -152,7 +152,8 @@ type Options struct {
 
 // Library returns every pattern with the given settings.
 func Library(o Options) []Pattern {
-	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{}}
+	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{},
+		Blackhole{}}
 }
 
 // Errno values seen in sk_err and hook return codes (Linux, all architectures
@@ -169,7 +170,7 @@ const (
 
 var errnoNames = map[int32]string{
 	EPERM: "EPERM", EBUSY: "EBUSY", EPIPE: "EPIPE", ECONNRESET: "ECONNRESET", ETIMEDOUT: "ETIMEDOUT",
-	ECONNREFUSED: "ECONNREFUSED", EHOSTUNREACH: "EHOSTUNREACH", 101: "ENETUNREACH", 22: "EINVAL",
+	ECONNREFUSED: "ECONNREFUSED", EHOSTUNREACH: "EHOSTUNREACH", 101: "ENETUNREACH", 22: "EINVAL", 13: "EACCES",
 }
 
 // ErrnoName names an errno (sign ignored), or returns "errno N".

@@ -1,0 +1,153 @@
+package pattern_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/pattern"
+)
+
+// streamPatterns are the patterns of established connections.
+var streamPatterns = []diagnosis.Pattern{diagnosis.PatternBlackhole, diagnosis.PatternHalfOpen, diagnosis.PatternPeerLostState}
+
+// withStream is the default library with the established-connection
+// patterns, added if Default does not hold them yet.
+func withStream() []pattern.Pattern {
+	ps := pattern.Default(time.Second)
+	for _, p := range []pattern.Pattern{pattern.Blackhole{}} {
+		if !slices.ContainsFunc(ps, func(q pattern.Pattern) bool { return q.ID() == p.ID() }) {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// streamCase is one fixture replayed through one pattern alone and through
+// the library.
+type streamCase struct {
+	fixture string
+	// keys: first emissions of the established-connection patterns, in
+	// order (key prefixes); empty for near misses.
+	keys []string
+	// checks on the first diagnosis of the pattern under test
+	summary, details, resolution []string
+	libDetails                   []string // in the library only (ranking notes)
+	sources                      []string
+	layer                        diagnosis.Layer
+	errorType                    string
+	minConf, maxConf             float64
+	// at: when the first diagnosis is decided (its LastSeen), offset from
+	// 02:00:00 of the fixtures' day.
+	at time.Duration
+}
+
+var fixtureDay = time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)
+
+func firstEmissions(ds []diagnosis.Diagnosis, only []diagnosis.Pattern) []diagnosis.Diagnosis {
+	var out []diagnosis.Diagnosis
+	for _, d := range ds {
+		if d.Count == 1 && !strings.Contains(d.Details, "Aggregated:") && slices.Contains(only, d.Pattern) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func runStreamCases(t *testing.T, p pattern.Pattern, tests []streamCase) {
+	t.Helper()
+	for _, tc := range tests {
+		for _, lib := range []struct {
+			name string
+			ps   []pattern.Pattern
+		}{{"alone", []pattern.Pattern{p}}, {"library", withStream()}} {
+			t.Run(tc.fixture+"/"+lib.name, func(t *testing.T) {
+				ds, st := replayFixture(t, tc.fixture, lib.ps)
+				firsts := firstEmissions(ds, streamPatterns)
+				want := tc.keys
+				if lib.name == "alone" {
+					want = nil
+					for _, k := range tc.keys {
+						if strings.HasPrefix(k, string(p.ID())+"/") {
+							want = append(want, k)
+						}
+					}
+				}
+				if len(firsts) != len(want) {
+					t.Fatalf("first emissions %v, want %v", keysOf(firsts), want)
+				}
+				for i, k := range want {
+					if !strings.HasPrefix(firsts[i].Key, k) {
+						t.Errorf("emission %d key %q, want prefix %q", i, firsts[i].Key, k)
+					}
+				}
+				if st.FlowsTracked != 0 || st.OpenAggregates != 0 {
+					t.Errorf("state left after the recording: %+v", st)
+				}
+				var d *diagnosis.Diagnosis
+				for i := range firsts {
+					if firsts[i].Pattern == p.ID() {
+						d = &firsts[i]
+						break
+					}
+				}
+				if d == nil {
+					return
+				}
+				for _, s := range tc.summary {
+					mustContain(t, "summary", d.Summary, s)
+				}
+				for _, s := range tc.details {
+					mustContain(t, "details", d.Details, s)
+				}
+				if lib.name == "library" {
+					for _, s := range tc.libDetails {
+						mustContain(t, "details", d.Details, s)
+					}
+				}
+				for _, s := range tc.resolution {
+					mustContain(t, "resolution", d.Resolution, s)
+				}
+				for _, src := range tc.sources {
+					if !hasSource(*d, src) {
+						t.Errorf("no evidence from %s: %+v", src, d.Evidence)
+					}
+				}
+				if tc.layer != "" && d.Layer != tc.layer {
+					t.Errorf("layer = %s, want %s", d.Layer, tc.layer)
+				}
+				if tc.errorType != "" && d.ErrorType != tc.errorType {
+					t.Errorf("error type = %s, want %s", d.ErrorType, tc.errorType)
+				}
+				if tc.maxConf > 0 && (d.Confidence < tc.minConf || d.Confidence > tc.maxConf) {
+					t.Errorf("confidence %.2f outside [%.2f, %.2f]", d.Confidence, tc.minConf, tc.maxConf)
+				}
+				if tc.at != 0 {
+					if got := d.LastSeen.Sub(fixtureDay); got < tc.at || got > tc.at+300*time.Millisecond {
+						t.Errorf("decided at +%s, want +%s (within the grace and a tick)", got, tc.at)
+					}
+				}
+			})
+		}
+	}
+}
+
+// Near misses: none of the established-connection patterns may match, alone
+// or in the library.
+func TestStreamNearMisses(t *testing.T) {
+	for _, fx := range []string{"retrans_recovered.jsonl", "established_icmp_prohibited.jsonl", "noise_teardown.jsonl", "success.jsonl"} {
+		t.Run(fx, func(t *testing.T) {
+			ds, st := replayFixture(t, fx, withStream())
+			for _, d := range ds {
+				if slices.Contains(streamPatterns, d.Pattern) {
+					t.Errorf("near miss diagnosed: %s: %s", d.Key, d.Summary)
+				}
+			}
+			if st.FlowsTracked != 0 {
+				t.Errorf("state left: %+v", st)
+			}
+		})
+	}
+}
