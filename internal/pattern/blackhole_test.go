@@ -31,6 +31,7 @@ func TestBlackholeFixtures(t *testing.T) {
 			fixture:    "blackhole_no_local_drop.jsonl",
 			keys:       []string{"blackhole/no_local_drop/192.0.2.10:443/"},
 			summary:    []string{"black-holed", "no local drop seen"},
+			libDetails: []string{"Ranked first of 2 matching patterns", "half_open/data_unanswered"},
 			resolution: []string{"traceroute -T -p 443 192.0.2.10", "keepalives"},
 			sources:    []string{"tcp:tcp_retransmit_skb"},
 			layer:      diagnosis.LayerL3,

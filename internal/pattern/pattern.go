@@ -153,7 +153,8 @@ type Options struct {
 // Library returns every pattern with the given settings.
 func Library(o Options) []Pattern {
 	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{},
-		Blackhole{}}
+		RouteFailure{},
+		Blackhole{}, HalfOpen{}}
 }
 
 // Errno values seen in sk_err and hook return codes (Linux, all architectures

@@ -17,7 +17,7 @@ var streamPatterns = []diagnosis.Pattern{diagnosis.PatternBlackhole, diagnosis.P
 // patterns, added if Default does not hold them yet.
 func withStream() []pattern.Pattern {
 	ps := pattern.Default(time.Second)
-	for _, p := range []pattern.Pattern{pattern.Blackhole{}} {
+	for _, p := range []pattern.Pattern{pattern.Blackhole{}, pattern.HalfOpen{}} {
 		if !slices.ContainsFunc(ps, func(q pattern.Pattern) bool { return q.ID() == p.ID() }) {
 			ps = append(ps, p)
 		}
