@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -34,9 +35,17 @@ func startPipeline(t *testing.T, l *lab.Lab) *pipeline {
 	if err := probe.Check(); err != nil {
 		t.Skipf("skipping: kernel probes unavailable: %v", err)
 	}
-	pr, err := probe.Open(probe.Config{RingBufferBytes: 4 << 20})
-	if err != nil {
+	// Opened inside the node namespace, as the collector runs in a node's
+	// host namespace: the ICMP parser then watches the hosts' veth ports.
+	var pr *probe.Probe
+	if err := l.Node().Do(func() (err error) {
+		pr, err = probe.Open(probe.Config{RingBufferBytes: 4 << 20})
+		return err
+	}); err != nil {
 		t.Fatalf("open probes: %v", err)
+	}
+	for _, e := range pr.Unavailable() {
+		t.Logf("probe unavailable: %v", e)
 	}
 	p := &pipeline{subnet: l.Subnet(), changed: make(chan struct{}, 1)}
 	eng, err := correlate.New(correlate.Config{
@@ -81,7 +90,7 @@ func startPipeline(t *testing.T, l *lab.Lab) *pipeline {
 				if !ok {
 					return
 				}
-				if p.concerns(s.Flow) {
+				if p.concernsSignal(s) {
 					p.mu.Lock()
 					p.signals = append(p.signals, s)
 					p.mu.Unlock()
@@ -107,6 +116,12 @@ func startPipeline(t *testing.T, l *lab.Lab) *pipeline {
 
 func (p *pipeline) concerns(f signal.Flow) bool {
 	return p.subnet.Contains(f.Src) || p.subnet.Contains(f.Dst)
+}
+
+// concernsSignal also keeps signals about the lab that carry no flow: a
+// neighbour entry of a lab address.
+func (p *pipeline) concernsSignal(s signal.Signal) bool {
+	return p.concerns(s.Flow) || p.subnet.Contains(s.NeighAddr)
 }
 
 func (p *pipeline) notify() {
@@ -145,7 +160,7 @@ func (p *pipeline) dump() string {
 		b.WriteString("  diagnosis " + string(d.Pattern) + ": " + d.Summary + "\n")
 	}
 	for _, s := range p.signals {
-		b.WriteString("  signal " + s.Kind.String() + " " + s.Flow.String() + " " + s.DropReason + " " + s.DropLocation + "\n")
+		fmt.Fprintf(&b, "  signal %s %s %s %s %s err=%d neigh=%s/%s\n", s.Time.Format("15:04:05.000"), s.Kind, s.Flow, s.DropReason, s.DropLocation, s.Err, s.NeighAddr, s.NeighState)
 	}
 	return b.String()
 }
