@@ -45,6 +45,10 @@ func TestBlackholeFixtures(t *testing.T) {
 			layer:   diagnosis.LayerPolicy,
 			minConf: 0.65, maxConf: 0.75, at: 2400 * time.Millisecond,
 		},
+		{
+			fixture: "peer_lost_after_outage.jsonl",
+			keys:    []string{"blackhole/no_local_drop/192.0.2.10:443/", "peer_lost_state/reset_after_outage/192.0.2.10:443/"},
+		},
 	})
 }
 

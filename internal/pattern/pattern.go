@@ -154,7 +154,7 @@ type Options struct {
 func Library(o Options) []Pattern {
 	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{},
 		RouteFailure{},
-		Blackhole{}, HalfOpen{}}
+		Blackhole{}, HalfOpen{}, PeerLostState{}}
 }
 
 // Errno values seen in sk_err and hook return codes (Linux, all architectures

@@ -17,7 +17,7 @@ var streamPatterns = []diagnosis.Pattern{diagnosis.PatternBlackhole, diagnosis.P
 // patterns, added if Default does not hold them yet.
 func withStream() []pattern.Pattern {
 	ps := pattern.Default(time.Second)
-	for _, p := range []pattern.Pattern{pattern.Blackhole{}, pattern.HalfOpen{}} {
+	for _, p := range []pattern.Pattern{pattern.Blackhole{}, pattern.HalfOpen{}, pattern.PeerLostState{}} {
 		if !slices.ContainsFunc(ps, func(q pattern.Pattern) bool { return q.ID() == p.ID() }) {
 			ps = append(ps, p)
 		}
@@ -137,7 +137,8 @@ func runStreamCases(t *testing.T, p pattern.Pattern, tests []streamCase) {
 // Near misses: none of the established-connection patterns may match, alone
 // or in the library.
 func TestStreamNearMisses(t *testing.T) {
-	for _, fx := range []string{"retrans_recovered.jsonl", "established_icmp_prohibited.jsonl", "noise_teardown.jsonl", "success.jsonl"} {
+	for _, fx := range []string{"retrans_recovered.jsonl", "established_icmp_prohibited.jsonl", "reset_app_abort_linger.jsonl",
+		"reset_unread_data.jsonl", "reset_teardown_noise.jsonl", "noise_teardown.jsonl", "success.jsonl"} {
 		t.Run(fx, func(t *testing.T) {
 			ds, st := replayFixture(t, fx, withStream())
 			for _, d := range ds {
