@@ -154,7 +154,6 @@ type Options struct {
 func Library(o Options) []Pattern {
 	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{},
 		RouteFailure{},
-		RouteFailure{},
 		Blackhole{}, HalfOpen{}, PeerLostState{}}
 }
 
