@@ -43,6 +43,10 @@ lint: $(GOBIN)/staticcheck ## gofmt, go vet and staticcheck
 	$(GO) vet ./...
 	$(GOBIN)/staticcheck ./...
 
+.PHONY: kube-apiserver
+kube-apiserver: ## build (once, cached outside the repo) the kube-apiserver the cluster tests run
+	scripts/kube/build-apiserver.sh
+
 .PHONY: generate-bpf
 generate-bpf: ## regenerate the eBPF objects (needs clang-16, llvm-16, bpftool)
 	$(GO) generate ./bpf/...
