@@ -153,7 +153,7 @@ type Options struct {
 // Library returns every pattern with the given settings.
 func Library(o Options) []Pattern {
 	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{},
-		RouteFailure{},
+		RouteFailure{}, ListenOverflow{},
 		Blackhole{}, HalfOpen{}, PeerLostState{}}
 }
 
