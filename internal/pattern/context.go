@@ -112,3 +112,16 @@ func (f *Facts) missingText() string {
 	}
 	return " Host context not available: " + strings.Join(f.Missing, "; ") + "."
 }
+
+// Fix is the command that removes the rule, said for people.
+func (r *RuleFact) Fix() string {
+	if r.Handle == 0 {
+		return fmt.Sprintf("change the policy of chain %s %s %s (`nft list chain %s %s %s`)", r.Family, r.Table, r.Chain,
+			r.Family, r.Table, r.Chain)
+	}
+	s := fmt.Sprintf("delete or narrow it (`nft delete rule %s %s %s handle %d`", r.Family, r.Table, r.Chain, r.Handle)
+	if r.Iptables != "" {
+		s += fmt.Sprintf("; iptables: `%s`", strings.Replace(r.Iptables, "-A ", "-D ", 1))
+	}
+	return s + ")"
+}

@@ -117,7 +117,7 @@ func (p ConnectionRefused) verdict(ev *Evidence) Verdict {
 			c += 0.05
 		}
 		return Verdict{Cause: CauseFirewallReject, Where: NetnsOf(f.nfDrop), Confidence: clamp(c), Specificity: 3,
-			Why: "a netfilter rule consumed the SYN and the refusal came from it"}
+			Why: "a netfilter rule consumed the SYN and the refusal came from it", Need: NeedRule}
 	}
 	return Verdict{Cause: CauseRemote, Confidence: clamp(c), Specificity: 1,
 		Why: "the client received a RST for its SYN"}
@@ -170,7 +170,12 @@ func (p ConnectionRefused) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis
 			"REJECTs it (`nft list ruleset` / `iptables-save`); check any NAT or load balancer on the path.",
 			addrText(ev.Flow.Dst), ev.Flow.DstPort)
 	}
-	d.Details += " Confidence from: " + f.basis() + "."
+	if r := ruleOf(ev); r != nil && v.Cause == CauseFirewallReject {
+		d.Summary = fmt.Sprintf("connection to %s refused by %s in %s", dst, r.Phrase(), where)
+		d.Resolution = fmt.Sprintf("In %s %s, or allow %s.", where, r.Fix(), addrText(ev.Flow.Src))
+		d.Evidence = appendRule(ev, d.Evidence)
+	}
+	d.Details += " Confidence from: " + f.basis() + "." + ev.Facts.missingText()
 	server := v.Where
 	if local && v.Cause == CauseFirewallReject {
 		server = Netns{} // the rule is on the client's side; the server is unknown

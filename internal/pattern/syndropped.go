@@ -146,14 +146,14 @@ func (p SYNDropped) verdict(ev *Evidence) Verdict {
 			where = NetnsOf(f.nfDrop)
 		}
 		return Verdict{Cause: CauseLocalOutputFirewall, Where: where, Confidence: clamp(c), Specificity: 3,
-			Why: "the client's own firewall refused to send the SYN"}
+			Why: "the client's own firewall refused to send the SYN", Need: NeedRule}
 	case f.nfDrop != nil:
 		c += 0.35
 		if f.drops > 1 {
 			c += 0.05
 		}
 		return Verdict{Cause: CauseNetfilterDrop, Where: NetnsOf(f.nfDrop), Confidence: clamp(c), Specificity: 3,
-			Why: "a netfilter rule on this node was seen dropping the SYN"}
+			Why: "a netfilter rule on this node was seen dropping the SYN", Need: NeedRule}
 	case r.EBUSY > 0 || f.neighDrop != nil:
 		c += 0.25
 		if r.EBUSY > 0 && f.neighDrop != nil {
@@ -261,6 +261,11 @@ func (p SYNDropped) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis {
 			"`traceroute -T -p %d %s`), then its firewall for a DROP on port %d.",
 			addrText(ev.Flow.Dst), addrText(ev.Flow.Dst), ev.Flow.DstPort, addrText(ev.Flow.Dst), ev.Flow.DstPort)
 	}
+	if r := ruleOf(ev); r != nil && (v.Cause == CauseNetfilterDrop || v.Cause == CauseLocalOutputFirewall) {
+		d.Summary = fmt.Sprintf("SYN to %s dropped by %s in %s", dst, r.Phrase(), where)
+		d.Resolution = fmt.Sprintf("In %s %s, or allow %s.", where, r.Fix(), dst)
+	}
+	d.Details += ev.Facts.missingText()
 	// Said as of the diagnosis: later retries are added to an aggregate as evidence.
 	if f.close != nil {
 		d.Details += fmt.Sprintf(" Diagnosed when connect() failed with %s, after %d SYN retransmit(s) seen", ErrnoName(f.close.SkErr), r.Count)
@@ -278,7 +283,7 @@ func (p SYNDropped) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis {
 			last = &r.Last
 		}
 	}
-	d.Evidence = evidenceFrom(ev, drop, first, last, f.close)
+	d.Evidence = appendRule(ev, evidenceFrom(ev, drop, first, last, f.close))
 	server := v.Where
 	if v.Cause == CauseLocalOutputFirewall || v.Cause == CauseNeighbourUnresolved {
 		server = Netns{}
