@@ -38,6 +38,15 @@ func TestBlackholeFixtures(t *testing.T) {
 			minConf:    0.35, maxConf: 0.45, at: 2400 * time.Millisecond,
 		},
 		{
+			fixture:    "blackhole_otherhost.jsonl",
+			keys:       []string{"blackhole/kernel_drop/10.0.0.2:8080/netns:4098"},
+			summary:    []string{"the packet reached a host it was not addressed to (in netns server)"},
+			details:    []string{"OTHERHOST at ip_rcv_core", "stale ARP/neighbour entry"},
+			resolution: []string{"ip neigh flush to 10.0.0.2"},
+			layer:      diagnosis.LayerL3,
+			minConf:    0.6, maxConf: 0.7, at: 2400 * time.Millisecond,
+		},
+		{
 			fixture: "blackhole_own_output_eperm.jsonl",
 			keys:    []string{"blackhole/local_output_firewall/10.0.0.2:8080/netns:4097"},
 			summary: []string{"sender's own firewall in netns client"},
