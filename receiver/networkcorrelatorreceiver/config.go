@@ -26,6 +26,7 @@ const (
 	defaultSYNTimeout         = time.Second
 	defaultCorrelationWindow  = time.Minute
 	defaultMaxFlows           = 65536
+	defaultARPTimeout         = 4 * time.Second
 	defaultCollectionInterval = 30 * time.Second
 )
 
@@ -65,6 +66,16 @@ type Config struct {
 	// MaxFlows bounds the correlator's per-flow state (memory under failure
 	// storms); the oldest flows are evicted beyond it. Default 65536.
 	MaxFlows int `mapstructure:"max_flows"`
+	// ARPTimeout is how long after connect() a connection whose SYNs wait
+	// for neighbour resolution (ARP/NDP) is held for the kernel's verdict
+	// on the neighbour, so that it is diagnosed as arp_failure with the
+	// entry's history (resolved before or never, how long it was tried)
+	// rather than as a dropped SYN. The kernel gives up after
+	// mcast_solicit x retrans_time (3 x 1 s by default) and marks the entry
+	// FAILED; set this a little above that if those sysctls are raised.
+	// SYNs still queued past it are diagnosed as arp_failure without the
+	// kernel's verdict. Default 4s; must be > 0.
+	ARPTimeout time.Duration `mapstructure:"arp_timeout"`
 	// Interfaces lists the network interfaces on which the TC program parses
 	// received ICMP errors. Empty (default) means every interface.
 	Interfaces []string `mapstructure:"interfaces"`
@@ -92,6 +103,7 @@ func createDefaultConfig() *Config {
 		SYNTimeout:           defaultSYNTimeout,
 		CorrelationWindow:    defaultCorrelationWindow,
 		MaxFlows:             defaultMaxFlows,
+		ARPTimeout:           defaultARPTimeout,
 		CollectionInterval:   defaultCollectionInterval,
 		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 	}
@@ -125,6 +137,9 @@ func (cfg *Config) Validate() error {
 	} else if cfg.SYNTimeout > cfg.CorrelationWindow {
 		errs = append(errs, fmt.Errorf("correlation_window: must be at least syn_timeout (%s), got %s",
 			cfg.SYNTimeout, cfg.CorrelationWindow))
+	}
+	if cfg.ARPTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("arp_timeout: must be positive, got %s", cfg.ARPTimeout))
 	}
 	if cfg.MaxFlows < 1 || cfg.MaxFlows > maxMaxFlows {
 		errs = append(errs, fmt.Errorf("max_flows: must be between 1 and %d, got %d", maxMaxFlows, cfg.MaxFlows))

@@ -25,6 +25,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.SYNTimeout = 3 * time.Second
 	custom.CorrelationWindow = 2 * time.Minute
 	custom.MaxFlows = 1000
+	custom.ARPTimeout = 6 * time.Second
 	custom.Interfaces = []string{"eth0", "veth-a1b2c3"}
 	custom.DropReasons = []string{"NETFILTER_DROP", "skb_drop_reason_no_socket"}
 	custom.CollectionInterval = 10 * time.Second
@@ -47,6 +48,8 @@ func TestLoadConfig(t *testing.T) {
 		{id: "networkcorrelator/syn_timeout_zero", wantErrs: []string{"syn_timeout: must be positive, got 0s"}},
 		{id: "networkcorrelator/window_shorter_than_syn_timeout", wantErrs: []string{"correlation_window: must be at least syn_timeout (5s), got 2s"}},
 		{id: "networkcorrelator/max_flows_zero", wantErrs: []string{"max_flows: must be between 1 and 16777216, got 0"}},
+		{id: "networkcorrelator/arp_timeout_zero", wantErrs: []string{"arp_timeout: must be positive, got 0s"}},
+		{id: "networkcorrelator/arp_timeout_negative", wantErrs: []string{"arp_timeout: must be positive, got -1s"}},
 		{id: "networkcorrelator/collection_interval_negative", wantErrs: []string{"collection_interval: must be positive, got -1s"}},
 		{id: "networkcorrelator/bad_interfaces", wantErrs: []string{
 			"interfaces[0]: interface name is empty",

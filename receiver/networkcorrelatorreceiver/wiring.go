@@ -39,11 +39,14 @@ func newCorrelator(cfg *Config, emit func(diagnosis.Diagnosis)) (correlator, err
 		SYNTimeout: cfg.SYNTimeout,
 		Window:     cfg.CorrelationWindow,
 		MaxFlows:   cfg.MaxFlows,
+		ARPTimeout: cfg.ARPTimeout,
 	}
 	// A recording's namespaces are not this host's: only live signals are
-	// named from /proc and /run/netns.
+	// named from /proc and /run/netns, and only they get host context
+	// (neighbours, routes, listeners, netfilter rules), asked when a
+	// diagnosis is built.
 	if cfg.Source == SourceKernel {
-		ecfg.NetnsNamer = hostNetnsNamer()
+		ecfg.NetnsNamer, ecfg.Host, ecfg.Rules = hostContext()
 	}
 	e, err := correlate.New(ecfg, emit)
 	if err != nil {

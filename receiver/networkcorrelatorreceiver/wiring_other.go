@@ -4,5 +4,8 @@ package networkcorrelatorreceiver // import "github.com/network-correlator/netwo
 
 import "github.com/network-correlator/network-correlator/internal/correlate"
 
-// hostNetnsNamer: without Linux namespaces are shown by inode.
-func hostNetnsNamer() correlate.NetnsNamer { return nil }
+// hostContext: without Linux namespaces are shown by inode and there is no
+// host context.
+func hostContext() (correlate.NetnsNamer, correlate.HostContext, correlate.RuleAttributor) {
+	return nil, nil, nil
+}
