@@ -3,8 +3,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +21,35 @@ import (
 
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
 	"github.com/network-correlator/network-correlator/internal/lab"
+	"github.com/network-correlator/network-correlator/internal/replay"
 )
+
+var recordPatterns = flag.Bool("record", false, "write the signals of the established-connection scenarios to testdata/replay/kernel_*.jsonl")
+
+// recordSignals writes what the probes sent for the lab subnet as a replay
+// fixture (with -record), so the pattern tests replay real kernel sequences.
+func recordSignals(t *testing.T, p *pipeline, name, describe string) {
+	t.Helper()
+	if !*recordPatterns {
+		return
+	}
+	sigs, _ := p.snapshot()
+	var b bytes.Buffer
+	for _, line := range strings.Split(describe, "\n") {
+		b.WriteString("# " + line + "\n")
+	}
+	enc := replay.NewEncoder(&b)
+	for _, s := range sigs {
+		if err := enc.Encode(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := "../testdata/replay/kernel_" + name + ".jsonl"
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("recorded %d signals to %s", len(sigs), path)
+}
 
 // Failures of established connections through the real probes: the peer
 // restarted (no socket, or a new listener), half-open after the client's
@@ -97,12 +127,13 @@ func TestPeerRestarted(t *testing.T) {
 	const port = 8080
 	for _, tc := range []struct {
 		name     string
+		file     string
 		listen   bool // the new server listens on the port again
 		cause    string
 		evidence [2]string
 	}{
-		{"no socket", false, "no_socket", [2]string{"skb:kfree_skb", "NO_SOCKET"}},
-		{"listening again", true, "new_listener", [2]string{"skb:kfree_skb", "TCP_FLAGS"}},
+		{"no socket", "peer_lost_no_socket", false, "no_socket", [2]string{"skb:kfree_skb", "NO_SOCKET"}},
+		{"listening again", "peer_lost_new_listener", true, "new_listener", [2]string{"skb:kfree_skb", "TCP_FLAGS"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := lab.New(t)
@@ -168,6 +199,9 @@ func TestPeerRestarted(t *testing.T) {
 			if d.Flow.Src != client.IP {
 				t.Errorf("flow source %s, want the client %s", d.Flow.Src, client.IP)
 			}
+			time.Sleep(300 * time.Millisecond)
+			recordSignals(t, p, tc.file, "Recorded by e2e TestPeerRestarted -record ("+tc.name+"): the server's netns leaves the link,\n"+
+				"a new one takes its IP, the client re-resolves it and writes. Expect peer_lost_state, "+tc.cause+".")
 		})
 	}
 }
@@ -221,6 +255,8 @@ func TestHalfOpenClientClose(t *testing.T) {
 				if n != 1 {
 					t.Errorf("%d first emissions of half_open, want 1", n)
 				}
+				recordSignals(t, p, "half_open_fin", "Recorded by e2e TestHalfOpenClientClose -record: the client closes while the server's output\n"+
+					"drops everything to it; tcp_orphan_retries=1. Expect half_open, fin_dropped in the server netns.")
 				return
 			}
 		}
@@ -234,13 +270,14 @@ func TestEstablishedBlackhole(t *testing.T) {
 	const port = 8082
 	for _, tc := range []struct {
 		name  string
+		file  string
 		rule  func(client, server *lab.Host) string // nft script for the server
 		cause string
 	}{
-		{"data dropped in the server's input", func(c, _ *lab.Host) string {
+		{"data dropped in the server's input", "blackhole_input", func(c, _ *lab.Host) string {
 			return fmt.Sprintf("table inet bh {\n chain input {\n  type filter hook input priority 0;\n  ip saddr %s tcp dport %d drop\n }\n}\n", c.IP, port)
 		}, "netfilter_drop"},
-		{"everything from the server dropped", func(c, _ *lab.Host) string {
+		{"everything from the server dropped", "blackhole_acks", func(c, _ *lab.Host) string {
 			return fmt.Sprintf("table inet bh {\n chain output {\n  type filter hook output priority 0;\n  ip daddr %s drop\n }\n}\n", c.IP)
 		}, "ack_dropped"},
 	} {
@@ -280,6 +317,9 @@ func TestEstablishedBlackhole(t *testing.T) {
 			if !errors.Is(err, syscall.ETIMEDOUT) {
 				t.Errorf("read error %v, want ETIMEDOUT", err)
 			}
+			time.Sleep(300 * time.Millisecond)
+			recordSignals(t, p, tc.file, "Recorded by e2e TestEstablishedBlackhole -record ("+tc.name+"): an nft drop installed\n"+
+				"mid-connection, the client writes, tcp_retries2=4. Expect blackhole, "+tc.cause+".")
 		})
 	}
 }

@@ -46,6 +46,21 @@ func TestBlackholeFixtures(t *testing.T) {
 			layer:      diagnosis.LayerL3,
 			minConf:    0.6, maxConf: 0.7, at: 2400 * time.Millisecond,
 		},
+		// Recorded from the real probes (e2e TestEstablishedBlackhole -record):
+		// a tail loss probe (count 0) first, then timeouts 1, 2, 3, 4.
+		{
+			fixture: "kernel_blackhole_input.jsonl",
+			keys:    []string{"blackhole/netfilter_drop/"},
+			details: []string{"Diagnosed at 3 consecutive retransmission timeout(s)"},
+			sources: []string{"skb:kfree_skb", "tcp:tcp_retransmit_skb"},
+			layer:   diagnosis.LayerPolicy, minConf: 0.65, maxConf: 0.75,
+		},
+		{
+			fixture: "kernel_blackhole_acks.jsonl",
+			keys:    []string{"blackhole/ack_dropped/"},
+			summary: []string{"the peer's ACKs dropped by a netfilter rule"},
+			layer:   diagnosis.LayerPolicy, minConf: 0.65, maxConf: 0.75,
+		},
 		{
 			fixture: "blackhole_own_output_eperm.jsonl",
 			keys:    []string{"blackhole/local_output_firewall/10.0.0.2:8080/netns:4097"},

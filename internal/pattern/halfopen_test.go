@@ -28,6 +28,16 @@ func TestHalfOpenFixtures(t *testing.T) {
 			minConf: 0.65, maxConf: 0.75, at: 1600 * time.Millisecond,
 		},
 		{
+			// Recorded (e2e TestHalfOpenClientClose -record): the server's
+			// ACKs of the FIN are dropped in its output; the kernel gives up
+			// after two timeouts (tcp_orphan_retries=1).
+			fixture: "kernel_half_open_fin.jsonl",
+			keys:    []string{"half_open/fin_dropped/"},
+			details: []string{"The peer's ACKs were dropped in netns:", "FIN_WAIT1 -> CLOSE with ETIMEDOUT"},
+			sources: []string{"skb:kfree_skb", "tcp:tcp_retransmit_skb", "sock:inet_sock_set_state"},
+			layer:   diagnosis.LayerPolicy, minConf: 0.8, maxConf: 0.9,
+		},
+		{
 			fixture: "halfopen_fin_dropped.jsonl",
 			keys:    []string{"half_open/fin_dropped/10.0.0.2:8080/netns:4098"},
 			details: []string{"The FIN was dropped in netns server: reason NETFILTER_DROP at nft_do_chain"},

@@ -29,6 +29,19 @@ func TestPeerLostStateFixtures(t *testing.T) {
 			sources: []string{"skb:kfree_skb", "tcp:tcp_receive_reset"},
 			minConf: 0.65, maxConf: 0.75, at: 1000 * time.Millisecond,
 		},
+		// Recorded from the real probes (e2e TestPeerRestarted -record).
+		{
+			fixture: "kernel_peer_lost_no_socket.jsonl",
+			keys:    []string{"peer_lost_state/no_socket/"},
+			sources: []string{"skb:kfree_skb", "tcp:tcp_send_reset", "tcp:tcp_receive_reset", "sock:inet_sock_set_state"},
+			minConf: 0.85, maxConf: 0.95,
+		},
+		{
+			fixture: "kernel_peer_lost_new_listener.jsonl",
+			keys:    []string{"peer_lost_state/new_listener/"},
+			details: []string{"RST sent by the peer's stack (reason TCP_FLAGS)"},
+			minConf: 0.85, maxConf: 0.95,
+		},
 		{
 			// Only the side without the socket is on this node: on a Tick.
 			fixture: "peer_lost_orphan_ack.jsonl",
