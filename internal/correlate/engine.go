@@ -95,6 +95,9 @@ type Config struct {
 	// when a new diagnosis is built, never per signal (see pattern.Need).
 	Host  HostContext
 	Rules RuleAttributor
+	// Cluster may be nil (no Kubernetes context). Its policy verdict is
+	// asked once per failing connection, identities once per diagnosis.
+	Cluster pattern.Cluster
 	// Patterns overrides the library (tests); nil = pattern.Default(SYNTimeout).
 	Patterns []pattern.Pattern
 }
@@ -160,6 +163,9 @@ type Stats struct {
 	// Invalid: diagnoses a pattern built that failed Validate (a bug; not emitted).
 	Invalid     uint64
 	LastInvalid string
+	// PolicyChecks: NetworkPolicy attributions asked of the cluster context
+	// (at most one per failing connection).
+	PolicyChecks uint64
 }
 
 const (
@@ -246,8 +252,10 @@ type flowState struct {
 	// SYN retransmits: counted, with the first and the latest kept.
 	retrCount, retrEPERM, retrEBUSY int
 	retrFirst, retrLast             rec
-	sock                            [maxSock]rec
-	pkt                             [maxPkt]rec
+	// pol caches the NetworkPolicy attribution (see policyOf).
+	pol  *policyCache
+	sock [maxSock]rec
+	pkt  [maxPkt]rec
 }
 
 // flowList is an intrusive LRU list: front = most recently touched.
@@ -348,6 +356,7 @@ type Engine struct {
 	trigger signal.Signal
 	matches [maxPatterns]match
 	stats   Stats
+	pc      policyOf
 }
 
 // New validates cfg and returns an engine that hands diagnoses to emit.
@@ -384,6 +393,10 @@ func New(cfg Config, emit func(diagnosis.Diagnosis)) (*Engine, error) {
 	e.conns.ttl = cfg.FlowTTL
 	e.packets.ttl = cfg.Window
 	e.ev.Namer = cfg.NetnsNamer
+	if cfg.Cluster != nil {
+		e.pc.e = e
+		e.ev.Policy = &e.pc
+	}
 	return e, nil
 }
 
@@ -544,6 +557,7 @@ func (e *Engine) newFlow(k connKey, s *signal.Signal) *flowState {
 	}
 	e.gen++
 	f.key, f.flow, f.gen, f.last = k, s.Flow, e.gen, s.Time
+	f.pol = nil
 	f.tuple = s.Flow
 	if !inKeyOrder(s.Flow, &k) {
 		f.tuple = s.Flow.Reverse()
@@ -655,6 +669,7 @@ func (e *Engine) fillEvidence(f *flowState, trigger *signal.Signal, now time.Tim
 	}
 	ev.SynRetrans = r
 	ev.Neigh = e.fillNeigh(f, now)
+	e.pc.f = f
 	return ev
 }
 
@@ -804,6 +819,11 @@ func (e *Engine) apply(f *flowState, ev *pattern.Evidence, m match, all []match,
 	}
 	f.diagnosed |= 1 << m.idx
 
+	if a := e.aggs[key]; a != nil && !at.Before(a.windowEnd) {
+		// Its window is over even if no Tick has said so yet: this is a
+		// new occurrence, not a repeat within the window.
+		e.closeAggregate(a)
+	}
 	if a := e.aggs[key]; a != nil {
 		e.stats.Aggregated++
 		e.refer(f, m.idx, a)
@@ -817,6 +837,9 @@ func (e *Engine) apply(f *flowState, ev *pattern.Evidence, m match, all []match,
 	ev.Facts = e.resolve(ev, m.v, at)
 	d := p.Diagnose(ev, m.v)
 	ev.Facts = nil
+	if e.cfg.Cluster != nil {
+		pattern.AnnotateCluster(e.cfg.Cluster, ev, &d, at)
+	}
 	if all = e.rivals(f, ev, all, best); len(all) > 1 {
 		d.Details += rankNote(e.patterns, all, best)
 	}
@@ -985,7 +1008,14 @@ func (e *Engine) Tick(now time.Time) {
 
 	for e.aggQHd < len(e.aggQ) {
 		a := e.aggQ[e.aggQHd]
-		if !a.closed && now.Before(a.windowEnd) {
+		if a.closed {
+			// Closed early (evicted, or its window ended at a new
+			// occurrence): skip it, never the open one behind it.
+			e.aggQ[e.aggQHd] = nil
+			e.aggQHd++
+			continue
+		}
+		if now.Before(a.windowEnd) {
 			break
 		}
 		e.closeAggregate(e.popAggregate())

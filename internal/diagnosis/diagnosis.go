@@ -26,6 +26,8 @@ const (
 	PatternICMPError      Pattern = "icmp_error"
 	PatternRouteFailure   Pattern = "route_failure"
 	PatternListenOverflow Pattern = "listen_overflow"
+	// A NetworkPolicy denies a failing connection (outranks syn_dropped and connection_refused).
+	PatternNetworkPolicyBlock Pattern = "network_policy_block"
 )
 
 // Severity of the failure for the user.

@@ -84,6 +84,9 @@ type Evidence struct {
 	// Facts: host context the correlator looked up for the verdict's Need;
 	// set only when Diagnose is called, nil without a host context provider.
 	Facts *Facts
+	// Policy: the NetworkPolicy verdict of this connection, nil without a
+	// cluster context (see Cluster).
+	Policy PolicyChecker
 }
 
 // Outcome of asking a pattern.
@@ -154,7 +157,8 @@ type Options struct {
 func Library(o Options) []Pattern {
 	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{},
 		RouteFailure{}, ListenOverflow{},
-		Blackhole{}, HalfOpen{}, PeerLostState{}}
+		Blackhole{}, HalfOpen{}, PeerLostState{},
+		NetworkPolicyBlock{SYN: SYNDropped{Timeout: o.SYNTimeout}}}
 }
 
 // Errno values seen in sk_err and hook return codes (Linux, all architectures
