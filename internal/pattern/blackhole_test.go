@@ -62,6 +62,14 @@ func TestBlackholeFixtures(t *testing.T) {
 			layer:   diagnosis.LayerPolicy, minConf: 0.65, maxConf: 0.75,
 		},
 		{
+			// The server's link went down: no drop anywhere on the node.
+			fixture:    "kernel_blackhole_vanished.jsonl",
+			keys:       []string{"blackhole/no_local_drop/"},
+			libDetails: []string{"half_open/data_unanswered"},
+			details:    []string{"Diagnosed at 3 consecutive retransmission timeout(s)"},
+			layer:      diagnosis.LayerL3, minConf: 0.35, maxConf: 0.45,
+		},
+		{
 			fixture: "blackhole_own_output_eperm.jsonl",
 			keys:    []string{"blackhole/local_output_firewall/10.0.0.2:8080/netns:4097"},
 			summary: []string{"sender's own firewall in netns client"},
