@@ -85,12 +85,33 @@ func (ARPFailure) facts(ev *Evidence) arpFacts {
 			f.drop = s
 		}
 	}
-	if len(ev.Neigh) > 0 {
-		f.neigh = &ev.Neigh[0] // the destination's entry first
-		f.gateway = f.neigh.NeighAddr != ev.Flow.Dst
+	for i := range ev.Neigh { // the destination's entry first
+		n := &ev.Neigh[i]
+		if n.NeighAddr == ev.Flow.Dst {
+			f.neigh = n
+			break
+		}
+		// Another address (a gateway) only when the kernel dropped this
+		// connection's queued packet as that entry failed: in a busy
+		// namespace other neighbours fail for other reasons.
+		if f.drop != nil && NetnsOf(n).SameAs(NetnsOf(f.drop)) && absDur(f.drop.Time.Sub(n.Time)) <= neighDropSlack {
+			f.neigh, f.gateway = n, true
+			break
+		}
 	}
 	f.close = ev.SocketSignal(func(s *signal.Signal) bool { return ClientClose(s) && s.SkErr == EHOSTUNREACH })
 	return f
+}
+
+// neighDropSlack: how close a queued packet's NEIGH_FAILED drop follows
+// its entry's FAILED (the same timer run; the ring buffer may reorder).
+const neighDropSlack = 100 * time.Millisecond
+
+func absDur(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
 }
 
 func (p ARPFailure) Match(ev *Evidence) (Verdict, Outcome) {
