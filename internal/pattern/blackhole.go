@@ -52,7 +52,7 @@ func (p Blackhole) min() uint32 {
 func (Blackhole) Wants(s *signal.Signal) bool {
 	switch s.Kind {
 	case signal.KindRetransmit:
-		return dataState(s.State) && s.Retransmits > 0
+		return dataState(s.State) && wantRetransmit(s)
 	case signal.KindStateChange:
 		return s.State == signal.StateClose && dataState(s.OldState) && s.SkErr == ETIMEDOUT
 	case signal.KindDrop:

@@ -34,7 +34,8 @@ const (
 // Data case: the local end still writes (ESTABLISHED, CLOSE_WAIT) and its
 // data retransmits until ESTABLISHED -> CLOSE with ETIMEDOUT (tcp_retries2).
 // The same symptoms are Blackhole's; HalfOpen matches them only when no
-// drop of the flow was seen on this node, with a confidence just below
+// drop of the flow was seen on this node and no retransmit failed locally
+// (EPERM, EBUSY), with a confidence just below
 // Blackhole's, so Blackhole ranks first and the ranking note names this
 // reading (the peer vanished) as the alternative.
 type HalfOpen struct {
@@ -54,7 +55,7 @@ func (p HalfOpen) min() uint32 {
 func (HalfOpen) Wants(s *signal.Signal) bool {
 	switch s.Kind {
 	case signal.KindRetransmit:
-		return (finState(s.State) || dataState(s.State)) && s.Retransmits > 0
+		return wantRetransmit(s)
 	case signal.KindStateChange:
 		return s.State == signal.StateClose && (finState(s.OldState) || dataState(s.OldState)) && s.SkErr == ETIMEDOUT
 	}
@@ -123,8 +124,8 @@ func (p HalfOpen) verdictOf(ev *Evidence, flow signal.Flow) (Verdict, Outcome) {
 		c += 0.2
 	}
 	if !closing(ev, flow) {
-		if drops.first != nil {
-			return Verdict{}, NoMatch // a drop explains it: Blackhole's
+		if drops.first != nil || e.eperm > 0 || e.ebusy > 0 {
+			return Verdict{}, NoMatch // a local cause explains it: Blackhole's
 		}
 		// Just below Blackhole's no_local_drop for the same evidence.
 		cd := 0.4 + 0.05*float64(min(max(n-int(p.min()), 0), 4))

@@ -128,7 +128,7 @@ func (PeerLostState) Wants(s *signal.Signal) bool {
 		return lostReset(s) || abortReset(s)
 	case signal.KindRetransmit:
 		// Kept so that a later RST from a remote peer is seen to follow an outage.
-		return dataState(s.State) && s.Retransmits > 0
+		return dataState(s.State) && wantRetransmit(s)
 	}
 	return false
 }

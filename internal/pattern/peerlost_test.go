@@ -54,7 +54,7 @@ func TestPeerLostStateFixtures(t *testing.T) {
 			fixture: "peer_lost_after_outage.jsonl",
 			keys:    []string{"blackhole/no_local_drop/192.0.2.10:443/", "peer_lost_state/reset_after_outage/192.0.2.10:443/"},
 			summary: []string{"reset after its data went unanswered"},
-			details: []string{"at least 2 consecutive retransmission timeout(s)", "had been up at least"},
+			details: []string{"at least 3 consecutive retransmission timeout(s)", "had been up at least"},
 			sources: []string{"tcp:tcp_retransmit_skb", "sock:inet_sock_set_state"},
 			minConf: 0.5, maxConf: 0.7, at: 5000 * time.Millisecond,
 		},

@@ -22,6 +22,22 @@ import (
 // loss probes (count 0).
 const DefaultMinRetransmits = 3
 
+// wantRetransmit: a retransmit worth opening connection state for. Data
+// needs a second consecutive timeout: single losses recovered by one
+// retransmit are common on a busy node and would fill the correlator with
+// connections that never fail (their first retransmit is then not kept, so
+// the outage is dated from the second). A closing socket's FIN is rarer
+// and may give up after one or two (tcp_orphan_retries), so its first counts.
+func wantRetransmit(s *signal.Signal) bool {
+	switch {
+	case finState(s.State):
+		return s.Retransmits >= 1
+	case dataState(s.State):
+		return s.Retransmits >= 2
+	}
+	return false
+}
+
 // finStates are the states in which an unacknowledged segment is the
 // connection's FIN (or data queued before it): the local end has closed.
 func finState(s signal.TCPState) bool {
