@@ -1,6 +1,7 @@
 package pattern_test
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
 	"github.com/network-correlator/network-correlator/internal/pattern"
+	"github.com/network-correlator/network-correlator/internal/signal"
 )
 
 // streamPatterns are the patterns of established connections.
@@ -150,5 +152,38 @@ func TestStreamNearMisses(t *testing.T) {
 				t.Errorf("state left: %+v", st)
 			}
 		})
+	}
+}
+
+// Wants must not allocate, nor Match when it does not match: both run for
+// every signal of a busy node.
+func TestStreamPatternsDoNotAllocateOnNoise(t *testing.T) {
+	c, s := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	f := signal.Flow{Proto: signal.ProtoTCP, Src: c, Dst: s, SrcPort: 40000, DstPort: 8080}
+	at := fixtureDay
+	noise := []signal.Signal{
+		{Kind: signal.KindStateChange, Time: at, Flow: f.Reverse(), OldState: signal.StateCloseWait, State: signal.StateClose, SkErr: pattern.EPIPE},
+		{Kind: signal.KindResetReceived, Time: at, Flow: f, State: signal.StateEstablished},
+		{Kind: signal.KindStateChange, Time: at, Flow: f, OldState: signal.StateEstablished, State: signal.StateClose, SkErr: pattern.ECONNRESET},
+		{Kind: signal.KindRetransmit, Time: at, Flow: f, State: signal.StateEstablished, Retransmits: 1},
+		{Kind: signal.KindResetSent, Time: at, Flow: f.Reverse(), ResetReason: "TCP_ABORT_ON_CLOSE"},
+		{Kind: signal.KindDrop, Time: at, Flow: f, TCPFlags: signal.TCPFlagRST | signal.TCPFlagACK, DropReason: "NO_SOCKET"},
+	}
+	for _, p := range []pattern.Pattern{pattern.Blackhole{}, pattern.HalfOpen{}, pattern.PeerLostState{}} {
+		ev := &pattern.Evidence{Flow: f, Now: at, Socket: noise[:4], Packet: noise[4:]}
+		allocs := testing.AllocsPerRun(100, func() {
+			for i := range noise {
+				p.Wants(&noise[i])
+				ev.Trigger = &noise[i]
+				if _, out := p.Match(ev); out == pattern.Match {
+					t.Fatalf("%s matched noise %v", p.ID(), noise[i])
+				}
+			}
+			ev.Trigger = nil
+			p.Match(ev)
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %.0f allocations per noise run, want 0", p.ID(), allocs)
+		}
 	}
 }
