@@ -53,6 +53,15 @@ func neighDrop(s *signal.Signal) bool {
 	return false
 }
 
+func hasNeighDrop(ev *Evidence) bool {
+	for i := range ev.Packet {
+		if neighDrop(&ev.Packet[i]) {
+			return true
+		}
+	}
+	return false
+}
+
 func (ARPFailure) Wants(s *signal.Signal) bool {
 	switch s.Kind {
 	case signal.KindNeighFailed:
@@ -125,10 +134,10 @@ func (p ARPFailure) Match(ev *Evidence) (Verdict, Outcome) {
 		}
 		return p.verdict(ev, &arpFacts{neigh: &ev.Neigh[0]}), Match
 	}
-	f := p.facts(ev)
-	if f.ebusy == 0 && f.drop == nil {
-		return Verdict{}, NoMatch
+	if ev.Retrans().EBUSY == 0 && !hasNeighDrop(ev) {
+		return Verdict{}, NoMatch // the common case, without building facts
 	}
+	f := p.facts(ev)
 	if f.neigh == nil && f.drop == nil && f.close == nil && (t == nil || t.Kind != signal.KindConnectError) {
 		start := ev.ConnectStart()
 		if start.IsZero() {

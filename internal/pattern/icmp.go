@@ -134,11 +134,11 @@ func (p ICMPError) Match(ev *Evidence) (Verdict, Outcome) {
 	if ev.Flow.Proto == 0 {
 		return Verdict{}, NoMatch
 	}
+	if !hasICMP(ev) {
+		return Verdict{}, NoMatch // the common case, without building facts
+	}
 	t := ev.Trigger
 	f := p.facts(ev)
-	if f.recv == nil && f.sent == nil {
-		return Verdict{}, NoMatch
-	}
 	switch {
 	case t == nil:
 	case isICMP(t):
@@ -151,6 +151,15 @@ func (p ICMPError) Match(ev *Evidence) (Verdict, Outcome) {
 		return Verdict{}, NoMatch
 	}
 	return p.verdict(ev, &f)
+}
+
+func hasICMP(ev *Evidence) bool {
+	for i := range ev.Packet {
+		if isICMP(&ev.Packet[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 func (ICMPError) verdict(ev *Evidence, f *icmpFacts) (Verdict, Outcome) {
