@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/network-correlator/network-correlator/internal/k8sctx"
 	"github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver/internal/metadata"
 )
 
@@ -88,6 +89,11 @@ type Config struct {
 	// CollectionInterval is how often the metrics are emitted. Default 30s.
 	CollectionInterval time.Duration `mapstructure:"collection_interval"`
 
+	// Kubernetes is the cluster context: pod identities of both ends of
+	// each diagnosis (enable_k8s_metadata) and the NetworkPolicy check of
+	// failing connections (enable_policy_check). Off by default.
+	Kubernetes k8sctx.Config `mapstructure:"kubernetes"`
+
 	// MetricsBuilderConfig enables or disables each metric and resource
 	// attribute (keys "metrics" and "resource_attributes").
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
@@ -105,6 +111,7 @@ func createDefaultConfig() *Config {
 		MaxFlows:             defaultMaxFlows,
 		ARPTimeout:           defaultARPTimeout,
 		CollectionInterval:   defaultCollectionInterval,
+		Kubernetes:           k8sctx.DefaultConfig(),
 		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 	}
 }
@@ -170,6 +177,8 @@ func (cfg *Config) Validate() error {
 		}
 		seenReason[name] = true
 	}
+	// Kubernetes (k8sctx.Config.Validate) is validated by the collector's
+	// config walk, which reports its errors under "kubernetes: ".
 	return errors.Join(errs...)
 }
 

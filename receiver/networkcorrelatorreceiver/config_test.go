@@ -10,6 +10,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/network-correlator/network-correlator/internal/k8sctx"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -31,6 +33,16 @@ func TestLoadConfig(t *testing.T) {
 	custom.CollectionInterval = 10 * time.Second
 	custom.Metrics.NetworkcorrelatorSignalsReceived.Enabled = false
 	custom.ResourceAttributes.HostName.Enabled = false
+
+	kube := createDefaultConfig()
+	kube.Kubernetes.EnableK8sMetadata = true
+	kube.Kubernetes.EnablePolicyCheck = true
+	kube.Kubernetes.AuthType = k8sctx.AuthNone
+	kube.Kubernetes.APIServerURL = "https://10.96.0.1:443"
+	kube.Kubernetes.NodeName = "node-1"
+	kube.Kubernetes.HistoryWindow = 10 * time.Minute
+	kube.Kubernetes.SyncTimeout = 3 * time.Second
+	kube.Kubernetes.HealthCheckInterval = 2 * time.Second
 
 	tests := []struct {
 		id   string
@@ -62,6 +74,12 @@ func TestLoadConfig(t *testing.T) {
 			`drop_reasons[0]: "NETFILTER DROP" is not a kernel drop reason name`,
 			`drop_reasons[1]: "" is not a kernel drop reason name`,
 			`drop_reasons[3]: "SKB_DROP_REASON_NO_SOCKET" listed twice`,
+		}},
+		{id: "networkcorrelator/kubernetes", want: kube},
+		{id: "networkcorrelator/bad_kubernetes", wantErrs: []string{
+			"kubernetes: enable_policy_check: needs enable_k8s_metadata: true",
+			`auth_type: must be "serviceAccount", "kubeConfig" or "none", got "token"`,
+			"history_window: must be positive, got 0s",
 		}},
 		{id: "networkcorrelator/several", wantErrs: []string{
 			"replay_file: required",

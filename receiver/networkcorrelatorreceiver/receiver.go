@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/pattern"
 	"github.com/network-correlator/network-correlator/internal/signal"
 	"github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver/internal/metadata"
 )
@@ -53,9 +54,10 @@ type networkReceiver struct {
 	nextMetrics consumer.Metrics
 	telemetry   *metadata.TelemetryBuilder
 
-	src    signalSource
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	src         signalSource
+	stopCluster func()
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
 }
 
 func newReceiver(cfg *Config, set receiver.Settings, d deps) (*networkReceiver, error) {
@@ -73,7 +75,7 @@ func newReceiver(cfg *Config, set receiver.Settings, d deps) (*networkReceiver, 
 // Start opens the source (for the kernel: loads and attaches the probes) and
 // starts the pipeline. What the source needs and lacks (BTF, capabilities,
 // a readable replay_file) is returned here, so the collector does not start.
-func (r *networkReceiver) Start(_ context.Context, host component.Host) error {
+func (r *networkReceiver) Start(ctx context.Context, host component.Host) error {
 	src, err := r.deps.openSource(r.cfg, r.set.Logger)
 	if err != nil {
 		return fmt.Errorf("networkcorrelator: %s source: %w", r.cfg.Source, err)
@@ -86,8 +88,19 @@ func (r *networkReceiver) Start(_ context.Context, host component.Host) error {
 			metadata.WithStartTime(pcommon.NewTimestampFromTime(time.Now()))),
 		diagnoses: make(map[diagnosis.Pattern]int64),
 	}
-	eng, err := r.deps.newCorrelator(r.cfg, p.emit)
+	var cluster pattern.Cluster
+	if r.cfg.Kubernetes.EnableK8sMetadata {
+		// Waits at most kubernetes.sync_timeout; an unreachable API server
+		// is not an error: diagnoses then say the context is missing.
+		c, stop, err := r.deps.startCluster(ctx, r.cfg, r.set.Logger)
+		if err != nil {
+			return errors.Join(fmt.Errorf("networkcorrelator: %w", err), src.Close())
+		}
+		cluster, r.stopCluster = c, stop
+	}
+	eng, err := r.deps.newCorrelator(r.cfg, cluster, p.emit)
 	if err != nil {
+		r.shutdownCluster()
 		return errors.Join(fmt.Errorf("networkcorrelator: %w", err), src.Close())
 	}
 	p.eng = eng
@@ -139,7 +152,16 @@ func (r *networkReceiver) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		waitErr = fmt.Errorf("networkcorrelator: shutdown: %w", ctx.Err())
 	}
+	r.shutdownCluster()
 	return errors.Join(waitErr, r.src.Close())
+}
+
+// shutdownCluster stops the Kubernetes informers, if they were started.
+func (r *networkReceiver) shutdownCluster() {
+	if r.stopCluster != nil {
+		r.stopCluster()
+		r.stopCluster = nil
+	}
 }
 
 // pipeline is the state of the goroutine that owns the correlator: the

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/pattern"
 	"github.com/network-correlator/network-correlator/internal/replay"
 	"github.com/network-correlator/network-correlator/internal/signal"
 	"github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver/internal/metadata"
@@ -411,7 +412,7 @@ func TestStartErrors(t *testing.T) {
 func TestCorrelatorErrorClosesSource(t *testing.T) {
 	src := &fakeSource{}
 	d := fakeDeps(src, nil)
-	d.newCorrelator = func(*Config, func(diagnosis.Diagnosis)) (correlator, error) {
+	d.newCorrelator = func(*Config, pattern.Cluster, func(diagnosis.Diagnosis)) (correlator, error) {
 		return nil, errors.New("correlator config: max_flows must be > 0, got 0")
 	}
 	r, err := newFactory(d).CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())

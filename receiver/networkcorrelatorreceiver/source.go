@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/pattern"
 	"github.com/network-correlator/network-correlator/internal/replay"
 	"github.com/network-correlator/network-correlator/internal/signal"
 )
@@ -45,7 +46,10 @@ type correlatorStats struct {
 // tests (a fake source that needs no kernel, a failing open).
 type deps struct {
 	openSource    func(cfg *Config, logger *zap.Logger) (signalSource, error)
-	newCorrelator func(cfg *Config, emit func(diagnosis.Diagnosis)) (correlator, error)
+	newCorrelator func(cfg *Config, cluster pattern.Cluster, emit func(diagnosis.Diagnosis)) (correlator, error)
+	// startCluster starts the Kubernetes context (kubernetes.enable_k8s_metadata);
+	// stop ends its informers.
+	startCluster func(ctx context.Context, cfg *Config, logger *zap.Logger) (c pattern.Cluster, stop func(), err error)
 }
 
 // openReplay opens a recording; a missing or unreadable file fails Start.

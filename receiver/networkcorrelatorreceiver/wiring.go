@@ -5,6 +5,7 @@ import (
 
 	"github.com/network-correlator/network-correlator/internal/correlate"
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/pattern"
 	"github.com/network-correlator/network-correlator/internal/probe"
 )
 
@@ -12,7 +13,7 @@ import (
 // knows the kernel probes, the host context and the engine.
 
 func defaultDeps() deps {
-	return deps{openSource: openSource, newCorrelator: newCorrelator}
+	return deps{openSource: openSource, newCorrelator: newCorrelator, startCluster: startCluster}
 }
 
 // openSource opens the configured source: the eBPF probes, whose load errors
@@ -34,12 +35,13 @@ func openSource(cfg *Config, logger *zap.Logger) (signalSource, error) {
 	return p, nil
 }
 
-func newCorrelator(cfg *Config, emit func(diagnosis.Diagnosis)) (correlator, error) {
+func newCorrelator(cfg *Config, cluster pattern.Cluster, emit func(diagnosis.Diagnosis)) (correlator, error) {
 	ecfg := correlate.Config{
 		SYNTimeout: cfg.SYNTimeout,
 		Window:     cfg.CorrelationWindow,
 		MaxFlows:   cfg.MaxFlows,
 		ARPTimeout: cfg.ARPTimeout,
+		Cluster:    cluster,
 	}
 	// A recording's namespaces are not this host's: only live signals are
 	// named from /proc and /run/netns, and only they get host context
