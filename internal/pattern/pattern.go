@@ -151,13 +151,16 @@ type Options struct {
 	SYNTimeout time.Duration
 	// ARPTimeout: see ARPFailure.Timeout.
 	ARPTimeout time.Duration
+	// MinRetransmits: consecutive retransmission timeouts before an
+	// established flow is diagnosed (blackhole, half_open); 0 = the default.
+	MinRetransmits int
 }
 
 // Library returns every pattern with the given settings.
 func Library(o Options) []Pattern {
 	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{},
 		RouteFailure{}, ListenOverflow{},
-		Blackhole{}, HalfOpen{}, PeerLostState{},
+		Blackhole{MinRetransmits: o.MinRetransmits}, HalfOpen{MinRetransmits: o.MinRetransmits}, PeerLostState{},
 		NetworkPolicyBlock{SYN: SYNDropped{Timeout: o.SYNTimeout}}}
 }
 

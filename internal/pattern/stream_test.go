@@ -187,3 +187,26 @@ func TestStreamPatternsDoNotAllocateOnNoise(t *testing.T) {
 		}
 	}
 }
+
+func TestLibraryPassesMinRetransmits(t *testing.T) {
+	n := 0
+	for _, p := range pattern.Library(pattern.Options{SYNTimeout: time.Second, MinRetransmits: 5}) {
+		switch q := p.(type) {
+		case pattern.Blackhole:
+			n++
+			if q.MinRetransmits != 5 {
+				t.Errorf("blackhole MinRetransmits = %d", q.MinRetransmits)
+			}
+		case pattern.HalfOpen:
+			n++
+			if q.MinRetransmits != 5 {
+				t.Errorf("half_open MinRetransmits = %d", q.MinRetransmits)
+			}
+		case pattern.PeerLostState:
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d established-connection patterns in the library, want 3", n)
+	}
+}
