@@ -248,6 +248,11 @@ func (p Blackhole) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis {
 	default:
 		d.Layer = diagnosis.LayerL3
 		d.Summary = fmt.Sprintf("established flow to %s black-holed: data retransmitted without answer, no local drop seen", peer)
+		if e.first == nil && cl != nil {
+			// No retransmit: a keepalive or TCP_USER_TIMEOUT expiry, or
+			// retransmits lost before the correlator saw them.
+			d.Summary = fmt.Sprintf("established flow to %s timed out: the peer stopped answering, no local drop seen", peer)
+		}
 		d.Details = "No drop of this flow's segments was seen on this node: the path or the remote host drops them " +
 			"(a firewall or conntrack entry that expired on a middlebox, a route change, or the peer host vanished)."
 		d.Resolution = fmt.Sprintf("Check the path to %s (`ip route get %s`, `traceroute -T -p %d %s`), any stateful "+

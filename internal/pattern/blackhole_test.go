@@ -70,6 +70,14 @@ func TestBlackholeFixtures(t *testing.T) {
 			layer:      diagnosis.LayerL3, minConf: 0.35, maxConf: 0.45,
 		},
 		{
+			fixture: "blackhole_keepalive_timeout.jsonl",
+			keys:    []string{"blackhole/no_local_drop/192.0.2.10:5432/"},
+			summary: []string{"timed out: the peer stopped answering"},
+			details: []string{"Diagnosed when the kernel gave up (ESTABLISHED -> CLOSE with ETIMEDOUT); no retransmit seen"},
+			sources: []string{"sock:inet_sock_set_state"},
+			minConf: 0.5, maxConf: 0.6, at: 9 * time.Second,
+		},
+		{
 			fixture: "blackhole_own_output_eperm.jsonl",
 			keys:    []string{"blackhole/local_output_firewall/10.0.0.2:8080/netns:4097"},
 			summary: []string{"sender's own firewall in netns client"},
