@@ -30,7 +30,9 @@ type pipeline struct {
 	changed chan struct{}
 }
 
-func startPipeline(t *testing.T, l *lab.Lab) *pipeline {
+// startPipeline starts the chain on lab l; opts adjust the correlator's
+// configuration (e.g. a cluster context).
+func startPipeline(t *testing.T, l *lab.Lab, opts ...func(*correlate.Config)) *pipeline {
 	t.Helper()
 	if err := probe.Check(); err != nil {
 		t.Skipf("skipping: kernel probes unavailable: %v", err)
@@ -48,12 +50,16 @@ func startPipeline(t *testing.T, l *lab.Lab) *pipeline {
 		t.Logf("probe unavailable: %v", e)
 	}
 	p := &pipeline{subnet: l.Subnet(), changed: make(chan struct{}, 1)}
-	eng, err := correlate.New(correlate.Config{
+	cfg := correlate.Config{
 		SYNTimeout: time.Second,
 		Window:     time.Minute,
 		MaxFlows:   100000,
 		NetnsNamer: hostctx.NewNetnsNames(),
-	}, func(d diagnosis.Diagnosis) {
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	eng, err := correlate.New(cfg, func(d diagnosis.Diagnosis) {
 		if err := d.Validate(); err != nil {
 			t.Errorf("invalid diagnosis emitted: %v", err)
 		}
