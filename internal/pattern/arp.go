@@ -150,6 +150,13 @@ func (p ARPFailure) Match(ev *Evidence) (Verdict, Outcome) {
 			return Verdict{Cause: CauseNeighUnresolved, Confidence: 0.9, Specificity: 4, Until: until}, Defer
 		}
 	}
+	if f.neigh == nil && f.close == nil && f.drop != nil && ev.Now.Sub(f.drop.Time) < neighDropSlack &&
+		(t == nil || t.Kind != signal.KindConnectError) {
+		// The entry's FAILED comes from the same timer run as the queued
+		// packet's drop, just after it: wait for it, so the diagnosis can
+		// say whether the address ever resolved and on which device.
+		return Verdict{Cause: CauseNeighUnresolved, Confidence: 0.9, Specificity: 4, Until: f.drop.Time.Add(neighDropSlack)}, Defer
+	}
 	if f.neigh == nil && !p.pastTimeout(ev, &f) {
 		// Resolution may have succeeded since (success sends nothing).
 		return Verdict{}, NoMatch
@@ -175,6 +182,7 @@ func (p ARPFailure) verdict(ev *Evidence, f *arpFacts) Verdict {
 	addr := ev.Flow.Dst
 	switch {
 	case f.neigh == nil:
+		c = 0.7
 		v.Cause = CauseNeighUnresolved
 		v.Why = "packets waited for address resolution that did not complete"
 		if f.drop != nil {

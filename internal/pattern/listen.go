@@ -12,10 +12,14 @@ import (
 const CauseAcceptQueueFull = "accept_queue_full"
 
 // ListenOverflow: a listening socket dropped a connection because its
-// accept queue was full (drop reason TCP_LISTEN_OVERFLOW, with the queue's
-// length and limit, sk_ack_backlog / sk_max_ack_backlog). The kernel drops
-// the SYN (or the handshake's final ACK) silently, so clients see
-// retransmits, slow connects and finally timeouts. Diagnosed at the first
+// accept queue was full: drop reason TCP_LISTEN_OVERFLOW, or any drop
+// against the LISTEN socket whose queue length exceeds its limit
+// (sk_ack_backlog > sk_max_ack_backlog, carried by the probe). Measured on
+// 6.18: a SYN meeting a full queue is consumed without a drop record, and a
+// handshake completed with a syncookie is dropped as NO_SOCKET at
+// cookie_v4_check against the full listener, so the queue figures, not the
+// reason, tell the overflow. Clients see retransmits, slow connects,
+// resets or timeouts. Diagnosed at the first
 // drop, per listener (address, port and namespace): a storm of drops is one
 // aggregate; later retransmits of a connection keep it against syn_dropped.
 //
@@ -26,7 +30,7 @@ type ListenOverflow struct{}
 func (ListenOverflow) ID() diagnosis.Pattern { return diagnosis.PatternListenOverflow }
 
 func listenDrop(s *signal.Signal) bool {
-	return s.Kind == signal.KindDrop && s.DropReason == "TCP_LISTEN_OVERFLOW"
+	return s.Kind == signal.KindDrop && (s.DropReason == "TCP_LISTEN_OVERFLOW" || s.MaxBacklog != 0 && s.Backlog > s.MaxBacklog)
 }
 
 func (ListenOverflow) Wants(s *signal.Signal) bool { return listenDrop(s) }
@@ -49,7 +53,7 @@ func (p ListenOverflow) Match(ev *Evidence) (Verdict, Outcome) {
 		return Verdict{}, NoMatch
 	}
 	c := 0.8
-	if s.MaxBacklog != 0 && s.Backlog >= s.MaxBacklog {
+	if s.MaxBacklog != 0 && s.Backlog > s.MaxBacklog {
 		c = 0.9 // the kernel's own numbers show the queue full
 	}
 	if ev.Retrans().Count > 0 {
@@ -73,9 +77,10 @@ func (p ListenOverflow) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis {
 		ErrorType: "ETIMEDOUT", Flow: ev.Flow, Confidence: v.Confidence,
 		Summary: fmt.Sprintf("Listener on port %d in %s dropped a connection: accept queue full (%s)", port, where, queue),
 		Details: fmt.Sprintf("The socket listening on %s in %s had %s connections waiting to be accepted when a "+
-			"%s segment from %s arrived, so the kernel dropped it (TCP_LISTEN_OVERFLOW). The server accepts more slowly than "+
+			"%s segment from %s arrived, so the kernel dropped it (%s at %s). The server accepts more slowly than "+
 			"connections arrive, or its listen() backlog is too small.",
-			netip.AddrPortFrom(s.Flow.Dst, port), where, queue, flagsOrNone(s.TCPFlags), addrText(s.Flow.Src)),
+			netip.AddrPortFrom(s.Flow.Dst, port), where, queue, flagsOrNone(s.TCPFlags), addrText(s.Flow.Src),
+			s.DropReason, orUnknown(s.DropLocation)),
 		Impact: fmt.Sprintf("clients of port %d wait for SYN retransmits (1 s, 3 s, ...) and time out if the queue stays full", port),
 	}
 	backlog := "its listen() backlog"

@@ -25,6 +25,9 @@ func TestListenOverflowFixtures(t *testing.T) {
 		{"listen_overflow_ack.jsonl", "listen_overflow/accept_queue_full/10.0.0.2:8080/netns:4098",
 			"Listener on port 8080 in netns server dropped a connection: accept queue full (full)", 1,
 			"a ACK segment from 10.0.0.1", 0.8},
+		{"listen_overflow_cookie.jsonl", "listen_overflow/accept_queue_full/10.0.0.2:8080/netns:4098",
+			"Listener on port 8080 in netns server dropped a connection: accept queue full (2/1)", 2,
+			"(NO_SOCKET at cookie_v4_check)", 0.9},
 		{fixture: "listen_backlog_other.jsonl"},
 	}
 	for _, tc := range tests {
