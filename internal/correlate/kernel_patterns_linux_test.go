@@ -118,7 +118,9 @@ func TestKernelPatternScenarios(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping kernel scenarios in -short mode")
 	}
-	unused := func(l *lab.Lab) netip.Addr { return netip.AddrFrom4([4]byte{l.Subnet().Addr().As4()[0], l.Subnet().Addr().As4()[1], l.Subnet().Addr().As4()[2], 250}) }
+	unused := func(l *lab.Lab) netip.Addr {
+		return netip.AddrFrom4([4]byte{l.Subnet().Addr().As4()[0], l.Subnet().Addr().As4()[1], l.Subnet().Addr().As4()[2], 250})
+	}
 	tests := []struct {
 		name    string
 		setup   func(t *testing.T, l *lab.Lab, client, server *lab.Host) netip.AddrPort // the address to dial
@@ -132,7 +134,9 @@ func TestKernelPatternScenarios(t *testing.T) {
 	}{
 		{
 			name: "unused IP (ARP fails)", dials: 1, dial: 6 * time.Second, wantErr: syscall.EHOSTUNREACH,
-			setup: func(t *testing.T, l *lab.Lab, _, _ *lab.Host) netip.AddrPort { return netip.AddrPortFrom(unused(l), 8090) },
+			setup: func(t *testing.T, l *lab.Lab, _, _ *lab.Host) netip.AddrPort {
+				return netip.AddrPortFrom(unused(l), 8090)
+			},
 			key: func(l *lab.Lab, _, _ *lab.Host) string {
 				return "arp_failure/never_resolved/" + unused(l).String() + ":0/"
 			},
