@@ -1,0 +1,109 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/lab"
+)
+
+// Failures below TCP: a neighbour that never answers, ICMP errors from a
+// firewall. Each is induced for real in the lab and must be diagnosed by the
+// pattern that names the cause.
+func TestL2L3Scenarios(t *testing.T) {
+	tests := []struct {
+		name    string
+		needs   string
+		setup   func(t *testing.T, client, server *lab.Host) netip.AddrPort
+		dialErr error
+		pattern diagnosis.Pattern
+		layer   diagnosis.Layer
+		summary []string // lower-case fragments of summary+details
+		within  time.Duration
+	}{
+		{
+			name: "ARP: an address nobody has",
+			setup: func(t *testing.T, _, server *lab.Host) netip.AddrPort {
+				// .200 of the lab subnet: on link, never assigned.
+				a := server.IP.As4()
+				a[3] = 200
+				return netip.AddrPortFrom(netip.AddrFrom4(a), 80)
+			},
+			dialErr: syscall.EHOSTUNREACH,
+			pattern: diagnosis.PatternARPFailure,
+			layer:   diagnosis.LayerL2,
+			summary: []string{"never resolved", "eth0"},
+			within:  8 * time.Second,
+		},
+		{
+			name:  "ICMP host-prohibited from a firewall REJECT",
+			needs: "iptables",
+			setup: func(t *testing.T, _, server *lab.Host) netip.AddrPort {
+				if err := server.Iptables("-A", "INPUT", "-p", "tcp", "--dport", "8085", "-j", "REJECT", "--reject-with", "icmp-host-prohibited"); err != nil {
+					t.Fatal(err)
+				}
+				return netip.AddrPortFrom(server.IP, 8085)
+			},
+			dialErr: syscall.EHOSTUNREACH,
+			pattern: diagnosis.PatternICMPError,
+			summary: []string{"rejected by a firewall", "prohibited"},
+			within:  5 * time.Second,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.needs != "" {
+				if _, err := exec.LookPath(tc.needs); err != nil {
+					t.Skipf("skipping: %s is not installed", tc.needs)
+				}
+			}
+			l := lab.New(t)
+			client := l.MustAddHost(t, "client")
+			server := l.MustAddHost(t, "server")
+			p := startPipeline(t, l)
+			to := tc.setup(t, client, server)
+
+			start := time.Now()
+			_, err := client.Dial(context.Background(), to, tc.within)
+			if tc.dialErr != nil && !errors.Is(err, tc.dialErr) {
+				t.Errorf("connect error = %v, want %v", err, tc.dialErr)
+			}
+			d := p.waitFor(t, tc.within, string(tc.pattern), func(d diagnosis.Diagnosis) bool {
+				return d.Pattern == tc.pattern && d.Flow.Dst == to.Addr()
+			})
+			t.Logf("after %s: %s\n  details: %s\n  resolution: %s\n  confidence %.2f",
+				time.Since(start).Round(time.Millisecond), d.Summary, d.Details, d.Resolution, d.Confidence)
+			text := strings.ToLower(d.Summary + " " + d.Details)
+			for _, want := range tc.summary {
+				if !strings.Contains(text, want) {
+					t.Errorf("summary/details lack %q", want)
+				}
+			}
+			if testing.Verbose() {
+				t.Logf("signals:\n%s", p.dump())
+			}
+			if tc.layer != "" && d.Layer != tc.layer {
+				t.Errorf("layer = %s, want %s", d.Layer, tc.layer)
+			}
+			if !strings.Contains(d.Summary, to.Addr().String()) {
+				t.Errorf("summary does not name %s: %s", to.Addr(), d.Summary)
+			}
+			// The cause outranks the symptom: no syn_dropped for this flow.
+			_, diags := p.snapshot()
+			for _, o := range diags {
+				if o.Pattern == diagnosis.PatternSYNDropped && o.Flow.Dst == to.Addr() {
+					t.Errorf("also diagnosed as %s: %s", o.Pattern, o.Summary)
+				}
+			}
+		})
+	}
+}
