@@ -3,11 +3,20 @@
 package networkcorrelatorreceiver
 
 import (
+	"context"
+	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+
+	"github.com/network-correlator/network-correlator/internal/lab"
+	"github.com/network-correlator/network-correlator/internal/probe"
 	"github.com/network-correlator/network-correlator/internal/signal"
 )
 
@@ -38,4 +47,52 @@ func TestHostContextAdapters(t *testing.T) {
 	if m, err := rules.Attribute(&signal.Signal{Kind: signal.KindDrop, NetnsInode: 1, DropReason: "NETFILTER_DROP"}); err == nil {
 		t.Errorf("attribution in a missing namespace = %+v, want an error", m)
 	}
+}
+
+// The kernel source end to end with host context: a SYN dropped by an nft
+// rule in a lab namespace is diagnosed naming the rule, its chain and
+// handle, and the fix deletes it.
+func TestKernelSourceNamesTheRule(t *testing.T) {
+	if err := probe.Check(); err != nil {
+		t.Skipf("kernel source unavailable: %v", err)
+	}
+	if err := lab.Check(); err != nil {
+		t.Skipf("lab unavailable: %v", err)
+	}
+	l := lab.New(t)
+	client := l.MustAddHost(t, "client")
+	server := l.MustAddHost(t, "server")
+	if err := server.Nft("table inet nctest {\n chain input {\n  type filter hook input priority 0\n  tcp dport 8095 drop\n }\n}\n"); err != nil {
+		if strings.Contains(err.Error(), "executable file not found") {
+			t.Skipf("the nft command (package nftables) is not installed: %v", err)
+		}
+		t.Fatal(err)
+	}
+	logs, metrics := new(consumertest.LogsSink), new(consumertest.MetricsSink)
+	cfg := createDefaultConfig()
+	started(t, NewFactory(), cfg, logs, metrics, componenttest.NewNopHost())
+	if _, err := client.Dial(context.Background(), netip.AddrPortFrom(server.IP, 8095), 2500*time.Millisecond); err == nil {
+		t.Fatal("connect succeeded through the drop rule")
+	}
+	var found record
+	waitFor(t, "a syn_dropped diagnosis naming the rule", func() bool {
+		for _, r := range records(logs) {
+			a := r.lr.Attributes().AsRaw()
+			if a["networkcorrelator.pattern"] == "syn_dropped" && a["server.port"] == int64(8095) {
+				found = r
+				return true
+			}
+		}
+		return false
+	})
+	body := found.lr.Body().Str()
+	for _, want := range []string{"dropped by rule `tcp dport 8095 drop` (inet nctest input, handle ", " in netns "} {
+		if !strings.Contains(body, want) {
+			t.Errorf("body %q, want it to contain %q", body, want)
+		}
+	}
+	if res := fmt.Sprint(found.lr.Attributes().AsRaw()); !strings.Contains(res, "nft delete rule inet nctest input handle") {
+		t.Errorf("attributes %s, want the fix deleting the rule", res)
+	}
+	t.Logf("body: %s", body)
 }
