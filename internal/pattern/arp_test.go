@@ -190,3 +190,21 @@ func TestARPTimeoutHold(t *testing.T) {
 		})
 	}
 }
+
+// With a host context the neighbour entry as it is now is named, looked up
+// once for the failure (not for its pseudo-connection's repeat).
+func TestARPFailureNamesTheEntry(t *testing.T) {
+	host := &fakeHost{neigh: &pattern.NeighborFact{IP: netip.MustParseAddr("10.0.0.99"), State: signal.NUDFailed, Dev: "eth0"}}
+	ds, _ := replayFixture(t, "arp_unused_ip.jsonl", nil, func(c *correlate.Config) { c.Host = host })
+	if len(ds) == 0 {
+		t.Fatal("no diagnosis")
+	}
+	mustContain(t, "details", ds[0].Details, "Neighbour table now: 10.0.0.99 FAILED.")
+	if host.neighCalls != 1 {
+		t.Errorf("%d neighbour lookups, want 1", host.neighCalls)
+	}
+	// Without it, the lookups that failed are said, not hidden.
+	host = &fakeHost{}
+	ds, _ = replayFixture(t, "arp_unused_ip.jsonl", nil, func(c *correlate.Config) { c.Host = host })
+	mustContain(t, "details", ds[0].Details, "Host context not available: neighbour entry: not found.")
+}
