@@ -32,8 +32,8 @@ type cluster struct {
 	srv      *apitest.Server
 	provider *k8sctx.Provider
 	client   kubernetes.Interface
-	ctx    *clusterctx.Context
-	suffix string
+	ctx      *clusterctx.Context
+	suffix   string
 }
 
 func startCluster(t *testing.T) *cluster {
@@ -301,4 +301,63 @@ func TestNetworkPolicyBlockAPIDown(t *testing.T) {
 		t.Errorf("confidence %.2f, want it lowered below the 0.80 of an available context", d.Confidence)
 	}
 	pl.checkPods(t, d)
+}
+
+// A pod is deleted and its address stays unused: a client still dialling
+// it fails ARP, and the arp_failure diagnosis names the pod the address
+// belonged to and when it was deleted.
+func TestDeletedPodHistory(t *testing.T) {
+	l := lab.New(t)
+	client := l.MustAddHost(t, "client")
+	server := l.MustAddHost(t, "server")
+	c := startCluster(t)
+	front, prod := c.namespace(t, "front"), c.namespace(t, "prod")
+	c.pod(t, front, "web-5d8f7c9b4-x2x7k", client.IP, webLabels, 9000)
+	// .200 of the lab subnet: on link, held by no lab host.
+	a := server.IP.As4()
+	a[3] = 200
+	gone := netip.AddrFrom4(a)
+	c.pod(t, prod, "cache-0", gone, map[string]string{"app": "cache"}, 6379)
+	if err := c.client.CoreV1().Pods(prod).Delete(context.Background(), "cache-0",
+		metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the informers delivered the deletion.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e := diagnosis.Endpoint{Addr: gone.String()}
+		hist, known := c.ctx.Annotate(&e, time.Now())
+		if !known && len(hist) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deletion of %s/cache-0 not seen: known=%v history=%+v", prod, known, hist)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	p := startPipeline(t, l, func(cfg *correlate.Config) { cfg.Cluster = c.ctx })
+	to := netip.AddrPortFrom(gone, 6379)
+	start := time.Now()
+	if _, err := client.Dial(context.Background(), to, 8*time.Second); err == nil {
+		t.Fatal("connect to an unused address succeeded")
+	}
+	d := p.waitFor(t, 8*time.Second, "arp_failure", func(d diagnosis.Diagnosis) bool {
+		return d.Pattern == diagnosis.PatternARPFailure && d.Flow.Dst == gone
+	})
+	t.Logf("after %s: %s (%.2f)\n  details: %s\n  evidence %+v", time.Since(start).Round(time.Millisecond),
+		d.Summary, d.Confidence, d.Details, d.Evidence)
+	if !hasEvidence(d, "k8s", "address belonged to pod "+prod+"/cache-0 until") ||
+		!hasEvidence(d, "k8s", "pod "+prod+"/cache-0 deleted at") {
+		t.Errorf("the history of %s (pod %s/cache-0, deleted) is not in the evidence: %+v", gone, prod, d.Evidence)
+	}
+	if !strings.Contains(d.Details, gone.String()+" belongs to no pod now: ") || !strings.Contains(d.Details, prod+"/cache-0 deleted at") {
+		t.Errorf("details do not name the deleted pod behind %s: %s", gone, d.Details)
+	}
+	if d.Destination.K8sPod != "" {
+		t.Errorf("destination named as pod %q, but the pod is gone", d.Destination.K8sPod)
+	}
+	if d.Source.K8sPod != "web-5d8f7c9b4-x2x7k" || d.Source.K8sWorkload != "Deployment/web" {
+		t.Errorf("source = %+v, want the client pod of Deployment/web", d.Source)
+	}
 }

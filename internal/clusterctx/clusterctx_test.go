@@ -231,3 +231,35 @@ func contains(t *testing.T, what, got, want string) {
 		t.Errorf("%s = %q, want it to contain %q", what, got, want)
 	}
 }
+
+// An address whose pod was deleted: the arp_failure diagnosis cites the
+// pod it belonged to and its deletion, in the evidence and the details.
+func TestDeletedPodReplay(t *testing.T) {
+	clock := time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)
+	ki := k8sctx.NewIndex(2*time.Hour, func() time.Time { return clock })
+	ki.SetPod(pod("front", "web-7c9d-abcde", "10.0.0.1", map[string]string{"app": "web"}))
+	ki.SetPod(pod("prod", "cache-0", "10.0.0.99", map[string]string{"app": "cache"}))
+	clock = clock.Add(30 * time.Minute)
+	ki.DeletePod("prod", "cache-0")
+	c := clusterctx.New(ki, func() (bool, string) { return true, "" }, nil)
+
+	ds, _ := replay(t, "arp_unused_ip.jsonl", c)
+	if len(ds) == 0 || ds[0].Pattern != diagnosis.PatternARPFailure {
+		t.Fatalf("diagnoses = %+v, want arp_failure first", ds)
+	}
+	d := ds[0]
+	t.Logf("%s\n  details: %s", d.Summary, d.Details)
+	contains(t, "details", d.Details, "10.0.0.99 belongs to no pod now: address belonged to pod prod/cache-0 until 2026-11-26T02:30:00Z; pod prod/cache-0 deleted at 2026-11-26T02:30:00Z.")
+	var facts []string
+	for _, e := range d.Evidence {
+		if e.Source == k8sctx.EvidenceSource {
+			facts = append(facts, e.Fact)
+		}
+	}
+	if len(facts) != 2 {
+		t.Errorf("k8s evidence = %q, want the previous owner and the deletion", facts)
+	}
+	if d.Destination.K8sPod != "" || d.Source.K8sPod != "web-7c9d-abcde" {
+		t.Errorf("source %+v destination %+v", d.Source, d.Destination)
+	}
+}

@@ -2,6 +2,7 @@ package pattern
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
@@ -53,12 +54,21 @@ type PolicyChecker interface {
 // missing, and, for a connection that fails although NetworkPolicy admits
 // it, that policy is not the cause.
 func AnnotateCluster(c Cluster, ev *Evidence, d *diagnosis.Diagnosis, at time.Time) {
-	for _, e := range []*diagnosis.Endpoint{&d.Source, &d.Destination} {
+	for i, e := range []*diagnosis.Endpoint{&d.Source, &d.Destination} {
 		if e.Addr == "" {
 			continue
 		}
-		hist, _ := c.Annotate(e, at)
+		hist, known := c.Annotate(e, at)
 		d.Evidence = append(d.Evidence, hist...)
+		// A destination nobody holds any more: its last owner explains
+		// why nothing answers (a deleted pod, a released address).
+		if i == 1 && !known && len(hist) > 0 {
+			facts := make([]string, 0, 2)
+			for _, h := range hist[max(len(hist)-2, 0):] {
+				facts = append(facts, h.Fact)
+			}
+			d.Details += fmt.Sprintf(" %s belongs to no pod now: %s.", e.Addr, strings.Join(facts, "; "))
+		}
 	}
 	if ok, reason := c.Available(); !ok {
 		d.Evidence = append(d.Evidence, diagnosis.Evidence{Time: at, Source: "k8s",
