@@ -11,6 +11,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/network-correlator/network-correlator/internal/clusterctx"
 	"github.com/network-correlator/network-correlator/internal/correlate"
@@ -51,6 +52,19 @@ func defaultDeny(ns string) *networkingv1.NetworkPolicy {
 	return &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default-deny"},
 		Spec:       networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}},
+	}
+}
+
+// egressDNSOnly lets app=web pods of ns talk to port 53 only.
+func egressDNSOnly(ns string) *networkingv1.NetworkPolicy {
+	dns := intstr.FromInt32(53)
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-egress-dns"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			Egress:      []networkingv1.NetworkPolicyEgressRule{{Ports: []networkingv1.NetworkPolicyPort{{Port: &dns}}}},
+		},
 	}
 }
 
@@ -144,6 +158,15 @@ func TestPolicyBlockReplay(t *testing.T) {
 			policy:  &diagnosis.PolicyRef{Namespace: "prod", Name: "default-deny", Direction: "Ingress"},
 			summary: []string{"blocked by NetworkPolicy prod/default-deny (Ingress, default deny: no Ingress rules)"},
 			details: []string{"default deny"},
+			minConf: 0.8, maxConf: 1,
+		},
+		{
+			name: "egress policy enforced by the client's own output firewall", fixture: "syn_own_output_eperm.jsonl",
+			w:       world{clientLabels: map[string]string{"app": "web"}, policies: []*networkingv1.NetworkPolicy{egressDNSOnly("front")}},
+			pattern: diagnosis.PatternNetworkPolicyBlock,
+			policy:  &diagnosis.PolicyRef{Namespace: "front", Name: "web-egress-dns", Direction: "Egress", Rule: "spec.egress[0]"},
+			summary: []string{"blocked by NetworkPolicy front/web-egress-dns (Egress, spec.egress[0])"},
+			details: []string{"The kernel confirms it", "also matched: syn_dropped/local_output_firewall"},
 			minConf: 0.8, maxConf: 1,
 		},
 		{
@@ -261,5 +284,28 @@ func TestDeletedPodReplay(t *testing.T) {
 	}
 	if d.Destination.K8sPod != "" || d.Source.K8sPod != "web-7c9d-abcde" {
 		t.Errorf("source %+v destination %+v", d.Source, d.Destination)
+	}
+}
+
+// A SYN to a Service address whose service has no ready endpoints: the
+// diagnosis says so.
+func TestServiceWithoutEndpointsReplay(t *testing.T) {
+	ki := k8sctx.NewIndex(time.Hour, func() time.Time { return time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC) })
+	ki.SetPod(pod("front", "web-7c9d-abcde", "10.0.0.1", map[string]string{"app": "web"}))
+	ki.SetService(&corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "backend"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: "10.0.0.2", ClusterIPs: []string{"10.0.0.2"},
+			Selector: map[string]string{"app": "backend"}, Ports: []corev1.ServicePort{{Port: 8080}}},
+	})
+	c := clusterctx.New(ki, func() (bool, string) { return true, "" }, nil)
+	ds, _ := replay(t, "syn_no_local_drop.jsonl", c)
+	if len(ds) == 0 {
+		t.Fatal("no diagnosis")
+	}
+	d := ds[0]
+	t.Logf("%s\n  details: %s", d.Summary, d.Details)
+	contains(t, "details", d.Details, "10.0.0.2 is a Service address: service prod/backend has no ready endpoints")
+	if d.Destination.K8sNamespace != "prod" || d.Destination.K8sPod != "" {
+		t.Errorf("destination = %+v, want the service's namespace and no pod", d.Destination)
 	}
 }
