@@ -20,9 +20,9 @@ import (
 	"github.com/network-correlator/network-correlator/internal/signal"
 )
 
-// connectFrom runs one connect() in h's namespace and returns its error and
-// the socket's local port.
-func connectFrom(t *testing.T, h *lab.Host, typ int, to netip.AddrPort, nonblock bool) (error, uint16) {
+// connectFrom runs one connect() in h's namespace and returns the socket's
+// local port and the connect error.
+func connectFrom(t *testing.T, h *lab.Host, typ int, to netip.AddrPort, nonblock bool) (uint16, error) {
 	t.Helper()
 	var cerr error
 	var lport uint16
@@ -54,7 +54,7 @@ func connectFrom(t *testing.T, h *lab.Host, typ int, to netip.AddrPort, nonblock
 	if err != nil {
 		t.Fatalf("socket in %s: %v", h.Name, err)
 	}
-	return cerr, lport
+	return lport, cerr
 }
 
 // connect() errors that change no socket state (a blackhole, unreachable
@@ -144,7 +144,7 @@ func testConnectErrors(t *testing.T, col *collector) {
 				dst = netip.MustParseAddr(tt.dst)
 			}
 			to := netip.AddrPortFrom(dst, tt.port)
-			cerr, lport := connectFrom(t, h, tt.typ, to, tt.nonblock)
+			lport, cerr := connectFrom(t, h, tt.typ, to, tt.nonblock)
 			want := error(tt.errno)
 			if tt.errno == 0 {
 				want = unix.EINPROGRESS
