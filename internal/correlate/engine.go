@@ -979,8 +979,9 @@ func (e *Engine) send(d diagnosis.Diagnosis) {
 // aggregation windows (re-emitting an aggregate once if it grew) and expires
 // idle state. now is in the signals' clock.
 func (e *Engine) Tick(now time.Time) {
-	keepN := 0
-	for _, pr := range e.pending {
+	keepN, n := 0, len(e.pending)
+	for i := 0; i < n; i++ {
+		pr := e.pending[i]
 		f := pr.f
 		if f.gen != pr.gen || !f.pending {
 			continue
@@ -991,11 +992,12 @@ func (e *Engine) Tick(now time.Time) {
 			continue
 		}
 		f.pending = false
-		e.evaluate(f, nil, now)
+		e.evaluate(f, nil, now) // may defer again: appends past n
 		if f.neigh && !f.pending {
 			e.removeFlow(f)
 		}
 	}
+	keepN += copy(e.pending[keepN:], e.pending[n:])
 	clear(e.pending[keepN:])
 	e.pending = e.pending[:keepN]
 

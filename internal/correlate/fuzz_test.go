@@ -36,18 +36,27 @@ func FuzzEngine(f *testing.F) {
 			b := data[:8]
 			data = data[8:]
 			s := signal.Signal{
-				Kind: signal.Kind(b[0] % 7),
+				Kind: signal.Kind(b[0] % 10),
 				Flow: signal.Flow{Proto: signal.ProtoTCP, Src: addrs[b[1]%4], Dst: addrs[b[2]%4],
 					SrcPort: uint16(b[3] % 4), DstPort: uint16(b[4] % 4)},
-				OldState:    signal.TCPState(b[5] % 13),
-				State:       signal.TCPState(b[6] % 13),
-				SkErr:       errs[int(b[7])%len(errs)],
-				Err:         -int32(b[7] % 17),
-				TCPFlags:    b[3] ^ b[4],
-				DropReason:  []string{"NETFILTER_DROP", "NO_SOCKET", "NEIGH_FAILED", "OTHER"}[b[5]%4],
-				Retransmits: uint32(b[6] % 12),
-				NetnsCookie: uint64(b[1] % 3),
-				NetnsInode:  uint32(b[2] % 3),
+				OldState: signal.TCPState(b[5] % 13),
+				State:    signal.TCPState(b[6] % 13),
+				SkErr:    errs[int(b[7])%len(errs)],
+				Err:      []int32{0, -1, -16, -13, -22, -101, -113, -111}[b[7]%8],
+				TCPFlags: b[3] ^ b[4],
+				DropReason: []string{"NETFILTER_DROP", "NO_SOCKET", "NEIGH_FAILED", "OTHER", "TCP_LISTEN_OVERFLOW",
+					"IP_RPFILTER", "NOT_SPECIFIED"}[b[5]%7],
+				DropLocation:  []string{"", "ip_error"}[b[6]%2],
+				NeighAddr:     addrs[b[2]%4],
+				NeighResolved: b[3]&1 != 0,
+				ICMPType:      []uint8{3, 11, 1, 2}[b[5]%4],
+				ICMPCode:      b[6] % 14,
+				MTU:           uint32(b[4]) * 8,
+				Backlog:       uint32(b[3] % 3),
+				MaxBacklog:    uint32(b[4] % 2),
+				Retransmits:   uint32(b[6] % 12),
+				NetnsCookie:   uint64(b[1] % 3),
+				NetnsInode:    uint32(b[2] % 3),
 			}
 			now = now.Add(time.Duration(int8(b[7])) * 100 * time.Millisecond)
 			s.Time = now
