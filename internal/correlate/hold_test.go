@@ -14,7 +14,7 @@ import (
 // longer than one grace period.
 type waitTwice struct{ until time.Time }
 
-func (waitTwice) ID() diagnosis.Pattern         { return "wait_twice" }
+func (waitTwice) ID() diagnosis.Pattern       { return "wait_twice" }
 func (waitTwice) Wants(s *signal.Signal) bool { return s.Kind == signal.KindDrop }
 func (p waitTwice) Match(ev *pattern.Evidence) (pattern.Verdict, pattern.Outcome) {
 	if ev.Trigger != nil {
