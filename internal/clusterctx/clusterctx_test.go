@@ -18,6 +18,8 @@ import (
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
 	"github.com/network-correlator/network-correlator/internal/k8sctx"
 	"github.com/network-correlator/network-correlator/internal/netpol"
+	"github.com/network-correlator/network-correlator/internal/pattern"
+	"github.com/network-correlator/network-correlator/internal/signal"
 )
 
 // The replay fixtures' client (10.0.0.1) and server (10.0.0.2:8080) as pods.
@@ -97,13 +99,32 @@ func (w world) context(t *testing.T) *clusterctx.Context {
 	return clusterctx.New(ki, func() (bool, string) { return w.down == "", w.down }, x)
 }
 
+// counting counts the full policy analyses the correlator asks for.
+type counting struct {
+	*clusterctx.Context
+	full int
+}
+
+func (c *counting) PolicyCheck(f signal.Flow, full bool) (pattern.PolicyFact, bool) {
+	if full {
+		c.full++
+	}
+	return c.Context.PolicyCheck(f, full)
+}
+
 func replay(t *testing.T, fixture string, c *clusterctx.Context) ([]diagnosis.Diagnosis, correlate.Stats) {
+	ds, st, _ := replayCounting(t, fixture, c)
+	return ds, st
+}
+
+func replayCounting(t *testing.T, fixture string, ctx *clusterctx.Context) ([]diagnosis.Diagnosis, correlate.Stats, int) {
 	t.Helper()
 	f, err := os.Open(filepath.Join("..", "..", "testdata", "replay", fixture))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	c := &counting{Context: ctx}
 	cfg := correlate.DefaultConfig()
 	cfg.Cluster = c
 	var out []diagnosis.Diagnosis
@@ -119,7 +140,7 @@ func replay(t *testing.T, fixture string, c *clusterctx.Context) ([]diagnosis.Di
 	if err := correlate.Replay(f, e, 100*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	return out, e.Stats()
+	return out, e.Stats(), c.full
 }
 
 func TestPolicyBlockReplay(t *testing.T) {
@@ -203,7 +224,7 @@ func TestPolicyBlockReplay(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ds, st := replay(t, tt.fixture, tt.w.context(t))
+			ds, st, full := replayCounting(t, tt.fixture, tt.w.context(t))
 			if len(ds) == 0 {
 				t.Fatal("no diagnosis")
 			}
@@ -243,6 +264,16 @@ func TestPolicyBlockReplay(t *testing.T) {
 			// One attribution per connection, not per signal.
 			if st.PolicyChecks != 1 {
 				t.Errorf("policy checks = %d, want 1", st.PolicyChecks)
+			}
+			// The analysis with the fix: once for the diagnosis (not for
+			// its aggregated repeats), none when the kernel's cause wins
+			// against a denying policy.
+			wantFull := 1
+			if tt.pattern != diagnosis.PatternNetworkPolicyBlock && tt.policy == nil && !strings.Contains(d.Details, "not NetworkPolicy") {
+				wantFull = 0
+			}
+			if full != wantFull {
+				t.Errorf("full policy analyses = %d, want %d", full, wantFull)
 			}
 		})
 	}

@@ -85,6 +85,11 @@ func AnnotateCluster(c Cluster, ev *Evidence, d *diagnosis.Diagnosis, at time.Ti
 	if ev.Policy == nil || (d.Pattern != diagnosis.PatternSYNDropped && d.Pattern != diagnosis.PatternConnectionRefused) {
 		return
 	}
+	// The cached attribution decides; the analysis is asked only to quote
+	// the admitting rule.
+	if pf, ok := ev.Policy.Policy(false); !ok || pf.Denied {
+		return
+	}
 	if pf, ok := ev.Policy.Policy(true); ok && !pf.Denied {
 		d.Evidence = append(d.Evidence, diagnosis.Evidence{Time: at, Source: "k8s:networkpolicy", Fact: pf.Explain})
 		d.Details += " The cause is not NetworkPolicy: the policies admit this flow (" + pf.Explain +
