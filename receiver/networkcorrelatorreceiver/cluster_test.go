@@ -15,10 +15,14 @@ import (
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/network-correlator/network-correlator/internal/clusterctx"
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
 	"github.com/network-correlator/network-correlator/internal/k8sctx"
+	"github.com/network-correlator/network-correlator/internal/netpol"
 	"github.com/network-correlator/network-correlator/internal/pattern"
 	"github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver/internal/metadata"
 )
@@ -133,5 +137,75 @@ func TestDeployConfigMap(t *testing.T) {
 	}
 	if k := cfg.Kubernetes; !k.EnableK8sMetadata || !k.EnablePolicyCheck || k.AuthType != k8sctx.AuthServiceAccount {
 		t.Errorf("kubernetes = %+v, want metadata and policy check with the service account", k)
+	}
+}
+
+// A recording replayed with a cluster context (an in-memory one, as the
+// informers would fill it): the log record carries the policy, the rule and
+// both pods, the resource is the client pod, and Shutdown stops the context.
+func TestClusterContextInLogRecords(t *testing.T) {
+	cfg := replayConfig(filepath.Join("..", "..", "testdata", "replay", "syn_nft_drop_timeout.jsonl"))
+	cfg.Kubernetes.EnableK8sMetadata, cfg.Kubernetes.EnablePolicyCheck = true, true
+
+	setAt := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC) // before the recording
+	ki := k8sctx.NewIndex(time.Hour, func() time.Time { return setAt })
+	x := netpol.NewIndex(netpol.DefaultOptions())
+	for _, p := range []*corev1.Pod{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "front", Name: "web-0", UID: "u1", Labels: map[string]string{"app": "web"}},
+			Spec: corev1.PodSpec{NodeName: "node-1"}, Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1"}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "backend-0", UID: "u2", Labels: map[string]string{"app": "backend"}},
+			Spec: corev1.PodSpec{NodeName: "node-2"}, Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.2"}},
+	} {
+		ki.SetPod(p)
+		x.SetPod(netpol.PodFromAPI(p))
+	}
+	x.SetPolicy(&networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "default-deny"},
+		Spec:       networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}},
+	})
+	stopped := 0
+	d := defaultDeps()
+	d.startCluster = func(context.Context, *Config, *zap.Logger) (pattern.Cluster, func(), error) {
+		return clusterctx.New(ki, func() (bool, string) { return true, "" }, x), func() { stopped++ }, nil
+	}
+	logs := new(consumertest.LogsSink)
+	r, err := newFactory(d).CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a log record", func() bool { return logs.LogRecordCount() > 0 })
+	if err := r.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if stopped != 1 {
+		t.Errorf("cluster context stopped %d times, want 1", stopped)
+	}
+	rec := records(logs)[0]
+	attrs := rec.lr.Attributes().AsRaw()
+	t.Logf("%s\n  attributes %v\n  resource %v", rec.lr.Body().Str(), attrs, rec.res)
+	for k, want := range map[string]any{
+		"networkcorrelator.pattern":                        "network_policy_block",
+		"networkcorrelator.layer":                          "policy",
+		"networkcorrelator.policy.namespace":               "prod",
+		"networkcorrelator.policy.name":                    "default-deny",
+		"networkcorrelator.policy.direction":               "Ingress",
+		"networkcorrelator.source.k8s.pod.name":            "web-0",
+		"networkcorrelator.destination.k8s.pod.name":       "backend-0",
+		"networkcorrelator.destination.k8s.node.name":      "node-2",
+		"networkcorrelator.destination.k8s.namespace.name": "prod",
+		"networkcorrelator.source.k8s.namespace.name":      "front",
+	} {
+		if attrs[k] != want {
+			t.Errorf("%s = %v, want %v", k, attrs[k], want)
+		}
+	}
+	if _, ok := attrs["networkcorrelator.policy.rule"]; ok {
+		t.Errorf("a default deny has no rule, got %v", attrs["networkcorrelator.policy.rule"])
+	}
+	if rec.res["k8s.pod.name"] != "web-0" || rec.res["k8s.namespace.name"] != "front" {
+		t.Errorf("resource = %v, want the client pod front/web-0", rec.res)
 	}
 }
