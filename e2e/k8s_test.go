@@ -361,3 +361,64 @@ func TestDeletedPodHistory(t *testing.T) {
 		t.Errorf("source = %+v, want the client pod of Deployment/web", d.Source)
 	}
 }
+
+// A Service without ready endpoints, as kube-proxy (iptables mode) handles
+// it: a REJECT with icmp-port-unreachable for the ClusterIP and port. The
+// diagnosis of the refused connect says which service the address is and
+// that it has no ready endpoints.
+func TestServiceWithoutEndpoints(t *testing.T) {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skip("skipping: iptables is not installed")
+	}
+	l := lab.New(t)
+	client := l.MustAddHost(t, "client")
+	c := startCluster(t)
+	front, prod := c.namespace(t, "front"), c.namespace(t, "prod")
+	c.pod(t, front, "web-5d8f7c9b4-x2x7k", client.IP, webLabels, 9000)
+	vip := netip.MustParseAddr("10.96.77.77") // in the API server's service range
+	_, err := c.client.CoreV1().Services(prod).Create(context.Background(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "backend"},
+		Spec: corev1.ServiceSpec{ClusterIP: vip.String(), Selector: map[string]string{"app": "backend"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 8080, Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e := diagnosis.Endpoint{Addr: vip.String()}
+		if _, known := c.ctx.Annotate(&e, time.Now()); known {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("service %s/backend not seen", prod)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := client.Run("ip", "route", "add", vip.String()+"/32", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Iptables("-A", "OUTPUT", "-d", vip.String(), "-p", "tcp", "--dport", "8080",
+		"-m", "comment", "--comment", prod+"/backend:http has no endpoints", "-j", "REJECT", "--reject-with", "icmp-port-unreachable"); err != nil {
+		t.Fatal(err)
+	}
+
+	p := startPipeline(t, l, func(cfg *correlate.Config) { cfg.Cluster = c.ctx })
+	start := time.Now()
+	if conn, err := client.Dial(context.Background(), netip.AddrPortFrom(vip, 8080), 5*time.Second); err == nil {
+		conn.Close()
+		t.Fatal("connect to a service without endpoints succeeded")
+	}
+	d := p.waitFor(t, 6*time.Second, "a diagnosis", func(d diagnosis.Diagnosis) bool { return d.Flow.Dst == vip })
+	t.Logf("after %s: %s: %s (%.2f)\n  details: %s", time.Since(start).Round(time.Millisecond), d.Pattern, d.Summary, d.Confidence, d.Details)
+	want := vip.String() + " is a Service address: service " + prod + "/backend has no ready endpoints"
+	if !strings.Contains(d.Details, want) {
+		t.Errorf("details lack %q: %s", want, d.Details)
+	}
+	if d.Destination.K8sNamespace != prod || d.Destination.K8sPod != "" {
+		t.Errorf("destination = %+v, want the service's namespace %s and no pod", d.Destination, prod)
+	}
+	if d.Source.K8sPod != "web-5d8f7c9b4-x2x7k" {
+		t.Errorf("source = %+v, want the client pod", d.Source)
+	}
+}
