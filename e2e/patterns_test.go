@@ -22,6 +22,7 @@ import (
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
 	"github.com/network-correlator/network-correlator/internal/lab"
 	"github.com/network-correlator/network-correlator/internal/replay"
+	"github.com/network-correlator/network-correlator/internal/signal"
 )
 
 var recordPatterns = flag.Bool("record", false, "write the signals of the established-connection scenarios to testdata/replay/kernel_*.jsonl")
@@ -115,6 +116,20 @@ func needNft(t *testing.T) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("skipping: nft (nftables) is not installed")
 	}
+}
+
+// signalsOf renders the signals of d's connection (either direction), for
+// a failure message.
+func signalsOf(sigs []signal.Signal, d diagnosis.Diagnosis) string {
+	var b strings.Builder
+	for _, s := range sigs {
+		if s.Flow == d.Flow || s.Flow == d.Flow.Reverse() {
+			fmt.Fprintf(&b, "\n    %s %s %s state=%s old=%s flags=%s sk_err=%d drop=%s reset=%s rt=%d netns=%d",
+				s.Time.Format("15:04:05.000000"), s.Kind, s.Flow, s.State, s.OldState, replay.FlagsString(s.TCPFlags),
+				s.SkErr, s.DropReason, s.ResetReason, s.Retransmits, s.NetnsCookie)
+		}
+	}
+	return b.String()
 }
 
 func logDiagnosis(t *testing.T, d diagnosis.Diagnosis, since time.Time) {
@@ -421,7 +436,7 @@ func TestNormalClosesAreSilent(t *testing.T) {
 	time.Sleep(time.Second) // late signals and the grace period
 	sigs, ds := p.snapshot()
 	for _, d := range ds {
-		t.Errorf("diagnosis on a success-only run: %s %s", d.Pattern, d.Summary)
+		t.Errorf("diagnosis on a success-only run: %s %s%s", d.Pattern, d.Summary, signalsOf(sigs, d))
 	}
 	t.Logf("%d signals reached user space for the lab subnet", len(sigs))
 	for i, s := range sigs {
@@ -497,7 +512,7 @@ func TestApplicationAbortsAreNotLostState(t *testing.T) {
 	time.Sleep(time.Second)
 	sigs, ds := p.snapshot()
 	for _, d := range ds {
-		t.Errorf("diagnosis for an application's own abort: %s %s", d.Pattern, d.Summary)
+		t.Errorf("diagnosis for an application's own abort: %s %s%s", d.Pattern, d.Summary, signalsOf(sigs, d))
 	}
 	// Late client segments meet no socket (NO_SOCKET) or the still open
 	// listener (TCP_FLAGS): the signature of lost state, ruled out by the

@@ -51,9 +51,13 @@ func abortReset(s *signal.Signal) bool {
 	return false
 }
 
-// midFlow: a segment of an established flow (ACK set, neither SYN nor RST).
+// midFlow: a segment of an established flow (ACK set, neither SYN nor RST)
+// that is not a FIN: a FIN meeting no socket is the end of a connection
+// whose other end already finished (its TIME_WAIT gone: expired,
+// recycled, or never kept when the TIME_WAIT table overflowed), measured
+// in the lab's normal-close soak.
 func midFlow(flags uint8) bool {
-	return flags&signal.TCPFlagACK != 0 && flags&(signal.TCPFlagSYN|signal.TCPFlagRST) == 0
+	return flags&signal.TCPFlagACK != 0 && flags&(signal.TCPFlagSYN|signal.TCPFlagRST|signal.TCPFlagFIN) == 0
 }
 
 // lostDrop: a mid-flow segment dropped because nobody has its connection.
@@ -70,16 +74,31 @@ func lostReset(s *signal.Signal) bool {
 		(s.ResetReason == "NO_SOCKET" || s.ResetReason == "TCP_FLAGS" || s.ResetReason == "")
 }
 
-// peerReset: a RST received by a connection past the handshake.
+// peerReset: a RST received by a connection in use (ESTABLISHED).
 func peerReset(s *signal.Signal) bool {
-	return s.Kind == signal.KindResetReceived && s.State != signal.StateSynSent && s.State != signal.StateSynRecv &&
-		s.State != signal.StateListen && s.State != 0
+	return s.Kind == signal.KindResetReceived && s.State == signal.StateEstablished
 }
 
-// resetClose: the socket closed because of a RST (ECONNRESET; EPIPE in CLOSE_WAIT).
+// resetClose: an established socket closed because of a RST.
 func resetClose(s *signal.Signal) bool {
-	return s.Kind == signal.KindStateChange && s.State == signal.StateClose && s.OldState != signal.StateSynSent &&
-		(s.SkErr == ECONNRESET || s.SkErr == EPIPE)
+	return s.Kind == signal.KindStateChange && s.State == signal.StateClose && s.OldState == signal.StateEstablished &&
+		s.SkErr == ECONNRESET
+}
+
+// endingReset: a RST that ends a connection one side had already closed
+// (received in CLOSE_WAIT, LAST_ACK, FIN_WAIT*, CLOSING; the close that
+// follows with EPIPE or ECONNRESET): ordinary teardown, whatever the other
+// side lost.
+func endingReset(s *signal.Signal) bool {
+	switch s.Kind {
+	case signal.KindResetReceived:
+		return s.State == signal.StateCloseWait || s.State == signal.StateLastAck || s.State == signal.StateClosing ||
+			s.State == signal.StateFinWait1 || s.State == signal.StateFinWait2
+	case signal.KindStateChange:
+		return s.State == signal.StateClose && s.OldState != signal.StateEstablished && s.OldState != signal.StateSynSent &&
+			(s.SkErr == ECONNRESET || s.SkErr == EPIPE)
+	}
+	return false
 }
 
 // PeerLostState: an established connection answered with a RST because the
@@ -91,7 +110,7 @@ func resetClose(s *signal.Signal) bool {
 // at all) or TCP_FLAGS (a new listener on the port answers an old flow),
 // and/or by the RST its stack sent in answer with reason NO_SOCKET or
 // TCP_FLAGS. The side that still had the connection shows a RST received
-// past the handshake and a close with ECONNRESET (EPIPE from CLOSE_WAIT).
+// in ESTABLISHED and ESTABLISHED -> CLOSE with ECONNRESET.
 // Server-side evidence defers (the client's RST and close follow within
 // the grace period) and matches then, with the client's evidence, or alone
 // for orphan segments from a remote peer: then both the NO_SOCKET/TCP_FLAGS
@@ -108,8 +127,11 @@ func resetClose(s *signal.Signal) bool {
 // 0, TCP_ABORT_ON_DATA, ...): the peer's ECONNRESET and the NO_SOCKET
 // answers to its late segments are the application's own abort, an
 // application-level choice or bug, not a failure of the network or of the
-// peer's lifecycle; and a bare RST received in ESTABLISHED or CLOSE_WAIT
-// with nothing else (a remote application's abort looks exactly like it:
+// peer's lifecycle (the kernel may trace that RST after the ones it causes,
+// so a decision at the keeper's close waits the grace period for it); a
+// RST ending a connection one side had already closed (received in
+// CLOSE_WAIT, LAST_ACK, FIN_WAIT*; FIN segments meeting no socket), which
+// is ordinary teardown; and a bare RST received in ESTABLISHED with nothing else (a remote application's abort looks exactly like it:
 // ordinary teardown noise, dozens per second on a busy server).
 //
 // The flow's age is unknown: the probes send nothing for a connection that
@@ -135,6 +157,7 @@ func (PeerLostState) Wants(s *signal.Signal) bool {
 
 type lostFacts struct {
 	drop, rstSent, rstRecv, close, abort *signal.Signal
+	ending                               bool // a RST ended a connection already closing
 	episode                              episode
 	listener                             bool
 	flow                                 signal.Flow // the side that kept the connection -> the side that lost it
@@ -162,6 +185,8 @@ func (PeerLostState) facts(ev *Evidence) lostFacts {
 	for i := range ev.Socket {
 		s := &ev.Socket[i]
 		switch {
+		case endingReset(s):
+			f.ending = true
 		case peerReset(s) && f.rstRecv == nil:
 			f.rstRecv = s
 		case resetClose(s):
@@ -170,6 +195,8 @@ func (PeerLostState) facts(ev *Evidence) lostFacts {
 	}
 	if t := ev.Trigger; t != nil && resetClose(t) {
 		f.close = t
+	} else if t != nil && endingReset(t) {
+		f.ending = true
 	}
 	f.listener = f.drop != nil && f.drop.DropReason == "TCP_FLAGS" ||
 		f.rstSent != nil && f.rstSent.ResetReason == "TCP_FLAGS"
@@ -227,11 +254,22 @@ func (p PeerLostState) Match(ev *Evidence) (Verdict, Outcome) {
 		}
 		return Verdict{}, NoMatch
 	case resetClose(t):
+		// The kernel may trace this node's own abort RST after the RST and
+		// the close it caused (tcp_disconnect unhashes the socket before
+		// sending its RST; a segment in between meets the listener: measured
+		// 10-40 us later in the lab). Wait the grace period for it, unless
+		// this close is the connection's last signal the correlator keeps
+		// (on its own orientation, Evidence.Flow).
+		if f := p.facts(ev); !ev.Diagnosed && f.local() && t.Flow != ev.Flow && f.abort == nil && !f.ending {
+			return Verdict{}, Defer
+		}
+	case endingReset(t):
+		return Verdict{}, NoMatch
 	default:
 		return Verdict{}, NoMatch
 	}
 	f := p.facts(ev)
-	if f.abort != nil {
+	if f.abort != nil || f.ending {
 		return Verdict{}, NoMatch
 	}
 	keeper := f.rstRecv != nil || f.close != nil
