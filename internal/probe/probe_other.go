@@ -35,3 +35,9 @@ func (*Probe) Close() error { return nil }
 
 // EnableStats fails outside Linux.
 func EnableStats() (io.Closer, error) { return nil, ErrUnsupported }
+
+// Unavailable lists nothing outside Linux: Open already failed.
+func (*Probe) Unavailable() []error { return nil }
+
+// AttachICMP fails outside Linux.
+func (*Probe) AttachICMP(string) error { return ErrUnsupported }

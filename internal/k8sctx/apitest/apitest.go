@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package apitest runs a real kube-apiserver backed by a real etcd for tests.
 //
 // Both processes listen on free loopback ports inside a temporary directory,
