@@ -191,6 +191,10 @@ func TestCollectorWritesDiagnoses(t *testing.T) {
 			t.Errorf("%s record has wrong flow attributes: %v", p, lr.Attributes().AsRaw())
 		}
 	}
+	// The collector's host context names the rule that dropped the SYN.
+	if lr, ok := got["syn_dropped"]; ok && !strings.Contains(lr.Body().AsString(), "tcp dport 8443 drop") {
+		t.Errorf("syn_dropped does not name the nft rule: %s", lr.Body().AsString())
+	}
 
 	// The diagnoses counter reaches the metrics pipeline too.
 	deadline = time.Now().Add(45 * time.Second)
