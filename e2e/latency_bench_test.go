@@ -16,8 +16,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
-	"github.com/network-correlator/network-correlator/internal/lab"
-	"github.com/network-correlator/network-correlator/internal/probe"
 	"github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver"
 )
 
@@ -30,25 +28,8 @@ import (
 //
 //	go test -run '^$' -bench TimeToDiagnosis -benchtime 2000x ./e2e/
 func BenchmarkTimeToDiagnosis(b *testing.B) {
-	if err := lab.Check(); err != nil {
-		b.Skipf("skipping: %v", err)
-	}
-	if err := probe.Check(); err != nil {
-		b.Skipf("skipping: kernel probes unavailable: %v", err)
-	}
-	l, err := lab.Create()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	client, err := l.AddHost("client")
-	if err != nil {
-		b.Fatal(err)
-	}
-	server, err := l.AddHost("server")
-	if err != nil {
-		b.Fatal(err)
-	}
+	hosts := benchHosts(b, "client", "server")
+	client, server := hosts[0], hosts[1]
 
 	sink := &latencySink{server: server.IP.String()}
 	f := networkcorrelatorreceiver.NewFactory()

@@ -23,21 +23,7 @@ import (
 // Reported: ns per connection with and without probes, the on/off throughput ratio (target >= 0.99), and
 // the kernel's own per-call cost of each program (kernel.bpf_stats_enabled).
 func BenchmarkSuccessPathOverhead(b *testing.B) {
-	if err := lab.Check(); err != nil {
-		b.Skipf("skipping: %v", err)
-	}
-	if err := probe.Check(); err != nil {
-		b.Skipf("skipping: kernel probes unavailable: %v", err)
-	}
-	l, err := lab.Create()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	h, err := l.AddHost("bench")
-	if err != nil {
-		b.Fatal(err)
-	}
+	h := benchHosts(b, "bench")[0]
 	var ln net.Listener
 	if err := h.Do(func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return }); err != nil {
 		b.Fatal(err)
@@ -136,4 +122,28 @@ func median(v []float64) float64 {
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
 	return s[len(s)/2]
+}
+
+// benchHosts skips a benchmark that lacks root or kernel probes, else builds
+// a lab with the named hosts, removed when the benchmark ends.
+func benchHosts(b *testing.B, names ...string) []*lab.Host {
+	b.Helper()
+	if err := lab.Check(); err != nil {
+		b.Skipf("skipping: %v", err)
+	}
+	if err := probe.Check(); err != nil {
+		b.Skipf("skipping: kernel probes unavailable: %v", err)
+	}
+	l, err := lab.Create()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = l.Close() })
+	hosts := make([]*lab.Host, len(names))
+	for i, n := range names {
+		if hosts[i], err = l.AddHost(n); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return hosts
 }
