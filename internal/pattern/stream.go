@@ -233,10 +233,3 @@ func addrPort(a netip.Addr, p uint16) string {
 	}
 	return netip.AddrPortFrom(a, p).String()
 }
-
-func errnoOr(s *signal.Signal) string {
-	if s == nil || s.SkErr == 0 {
-		return ""
-	}
-	return ErrnoName(s.SkErr)
-}
