@@ -23,7 +23,7 @@ func TestL2L3Scenarios(t *testing.T) {
 	tests := []struct {
 		name    string
 		needs   string
-		setup   func(t *testing.T, client, server *lab.Host) netip.AddrPort
+		setup   func(t *testing.T, l *lab.Lab, client, server *lab.Host) netip.AddrPort
 		dialErr error
 		pattern diagnosis.Pattern
 		layer   diagnosis.Layer
@@ -32,7 +32,7 @@ func TestL2L3Scenarios(t *testing.T) {
 	}{
 		{
 			name: "ARP: an address nobody has",
-			setup: func(t *testing.T, _, server *lab.Host) netip.AddrPort {
+			setup: func(t *testing.T, _ *lab.Lab, _, server *lab.Host) netip.AddrPort {
 				// .200 of the lab subnet: on link, never assigned.
 				a := server.IP.As4()
 				a[3] = 200
@@ -47,7 +47,7 @@ func TestL2L3Scenarios(t *testing.T) {
 		{
 			name:  "ICMP host-prohibited from a firewall REJECT",
 			needs: "iptables",
-			setup: func(t *testing.T, _, server *lab.Host) netip.AddrPort {
+			setup: func(t *testing.T, _ *lab.Lab, _, server *lab.Host) netip.AddrPort {
 				if err := server.Iptables("-A", "INPUT", "-p", "tcp", "--dport", "8085", "-j", "REJECT", "--reject-with", "icmp-host-prohibited"); err != nil {
 					t.Fatal(err)
 				}
@@ -56,6 +56,29 @@ func TestL2L3Scenarios(t *testing.T) {
 			dialErr: syscall.EHOSTUNREACH,
 			pattern: diagnosis.PatternICMPError,
 			summary: []string{"rejected by a firewall", "prohibited"},
+			within:  5 * time.Second,
+		},
+		{
+			name: "TTL exceeded in a routing loop",
+			setup: func(t *testing.T, l *lab.Lab, _, server *lab.Host) netip.AddrPort {
+				// The node routes the prefix to the server, the server back
+				// to the node: the SYN circles until its TTL runs out.
+				loop := "198.18.0.0/24"
+				node := l.Node()
+				enableForwarding(t, node, "br0")
+				enableForwarding(t, server, "eth0")
+				if _, err := node.Run("ip", "route", "add", loop, "via", server.IP.String()); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := server.Run("ip", "route", "add", loop, "via", node.IP.String()); err != nil {
+					t.Fatal(err)
+				}
+				return netip.MustParseAddrPort("198.18.0.5:80")
+			},
+			dialErr: syscall.EHOSTUNREACH,
+			pattern: diagnosis.PatternICMPError,
+			layer:   diagnosis.LayerL3,
+			summary: []string{"ttl exceeded", "routing loop"},
 			within:  5 * time.Second,
 		},
 	}
@@ -70,7 +93,7 @@ func TestL2L3Scenarios(t *testing.T) {
 			client := l.MustAddHost(t, "client")
 			server := l.MustAddHost(t, "server")
 			p := startPipeline(t, l)
-			to := tc.setup(t, client, server)
+			to := tc.setup(t, l, client, server)
 
 			start := time.Now()
 			_, err := client.Dial(context.Background(), to, tc.within)
@@ -97,13 +120,31 @@ func TestL2L3Scenarios(t *testing.T) {
 			if !strings.Contains(d.Summary, to.Addr().String()) {
 				t.Errorf("summary does not name %s: %s", to.Addr(), d.Summary)
 			}
-			// The cause outranks the symptom: no syn_dropped for this flow.
+			// The cause outranks the symptom: no syn_dropped or blackhole
+			// for this flow.
 			_, diags := p.snapshot()
 			for _, o := range diags {
-				if o.Pattern == diagnosis.PatternSYNDropped && o.Flow.Dst == to.Addr() {
+				if (o.Pattern == diagnosis.PatternSYNDropped || o.Pattern == diagnosis.PatternBlackhole) && o.Flow.Dst == to.Addr() {
 					t.Errorf("also diagnosed as %s: %s", o.Pattern, o.Summary)
 				}
 			}
 		})
+	}
+}
+
+// enableForwarding makes h a router on dev. It sends no ICMP redirects: a
+// route out of the interface a packet came in on would otherwise rewrite the
+// client's path mid-test. The sysctls belong to the lab namespace and go
+// with it.
+func enableForwarding(t *testing.T, h *lab.Host, dev string) {
+	t.Helper()
+	for _, k := range []string{
+		"net.ipv4.ip_forward=1",
+		"net.ipv4.conf.all.send_redirects=0",
+		"net.ipv4.conf." + dev + ".send_redirects=0",
+	} {
+		if _, err := h.Run("sysctl", "-qw", k); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
