@@ -59,6 +59,30 @@ func TestL2L3Scenarios(t *testing.T) {
 			within:  5 * time.Second,
 		},
 		{
+			name: "NDP: an IPv6 address nobody has",
+			setup: func(t *testing.T, l *lab.Lab, client, server *lab.Host) netip.AddrPort {
+				base := l.Subnet6().Addr().As16()
+				for i, h := range []*lab.Host{l.Node(), client, server} {
+					dev := "eth0"
+					if h == l.Node() {
+						dev = "br0"
+					}
+					a := base
+					a[15] = byte(i + 1)
+					if _, err := h.Run("ip", "-6", "addr", "add", netip.PrefixFrom(netip.AddrFrom16(a), 64).String(), "dev", dev, "nodad"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				base[15] = 0xc8 // on link, never assigned
+				return netip.AddrPortFrom(netip.AddrFrom16(base), 80)
+			},
+			dialErr: syscall.EHOSTUNREACH,
+			pattern: diagnosis.PatternARPFailure,
+			layer:   diagnosis.LayerL2,
+			summary: []string{"ndp", "never resolved", "eth0"},
+			within:  8 * time.Second,
+		},
+		{
 			name: "TTL exceeded in a routing loop",
 			setup: func(t *testing.T, l *lab.Lab, _, server *lab.Host) netip.AddrPort {
 				// The node routes the prefix to the server, the server back

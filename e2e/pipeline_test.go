@@ -22,7 +22,7 @@ import (
 // pipeline is the product's chain without the collector: kernel probes ->
 // correlator -> diagnoses, recording what concerns one lab subnet.
 type pipeline struct {
-	subnet netip.Prefix
+	subnet, subnet6 netip.Prefix
 
 	mu      sync.Mutex
 	signals []signal.Signal
@@ -49,7 +49,7 @@ func startPipeline(t *testing.T, l *lab.Lab, opts ...func(*correlate.Config)) *p
 	for _, e := range pr.Unavailable() {
 		t.Logf("probe unavailable: %v", e)
 	}
-	p := &pipeline{subnet: l.Subnet(), changed: make(chan struct{}, 1)}
+	p := &pipeline{subnet: l.Subnet(), subnet6: l.Subnet6(), changed: make(chan struct{}, 1)}
 	cfg := correlate.Config{
 		SYNTimeout: time.Second,
 		Window:     time.Minute,
@@ -121,13 +121,17 @@ func startPipeline(t *testing.T, l *lab.Lab, opts ...func(*correlate.Config)) *p
 }
 
 func (p *pipeline) concerns(f signal.Flow) bool {
-	return p.subnet.Contains(f.Src) || p.subnet.Contains(f.Dst)
+	return p.inLab(f.Src) || p.inLab(f.Dst)
+}
+
+func (p *pipeline) inLab(a netip.Addr) bool {
+	return p.subnet.Contains(a) || p.subnet6.Contains(a)
 }
 
 // concernsSignal also keeps signals about the lab that carry no flow: a
 // neighbour entry of a lab address.
 func (p *pipeline) concernsSignal(s signal.Signal) bool {
-	return p.concerns(s.Flow) || p.subnet.Contains(s.NeighAddr)
+	return p.concerns(s.Flow) || p.inLab(s.NeighAddr)
 }
 
 func (p *pipeline) notify() {

@@ -120,6 +120,13 @@ func (l *Lab) Name() string { return l.name }
 // Subnet is the lab's address range.
 func (l *Lab) Subnet() netip.Prefix { return l.subnet }
 
+// Subnet6 is an IPv6 prefix for the lab, unique like Subnet: a test that
+// needs IPv6 adds addresses of it to the hosts (`ip -6 addr add ... nodad`).
+func (l *Lab) Subnet6() netip.Prefix {
+	v4 := l.subnet.Addr().As4()
+	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0: 0xfd, 6: v4[1], 7: v4[2]}), 64)
+}
+
 // Node is the namespace that holds the bridge and routes between hosts.
 func (l *Lab) Node() *Host { return l.node }
 
