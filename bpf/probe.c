@@ -935,6 +935,15 @@ int on_icmp_send(u64 *ctx)
 	e.kind = NC_KIND_ICMP_SENT;
 	e.icmp_type = type;
 	e.icmp_code = code;
+	if (type == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED) {
+		/* The tracepoint does not carry the MTU it advertises: it is the
+		 * route's device MTU that ip_forward compared the packet with
+		 * (the low bit of _skb_refdst is the no-reference flag). */
+		unsigned long refdst = BPF_CORE_READ(skb, _skb_refdst) & ~1UL;
+
+		if (refdst)
+			e.mtu = BPF_CORE_READ((struct dst_entry *)refdst, dev, mtu);
+	}
 	fill_dev(&e, BPF_CORE_READ(skb, dev));
 	sk = BPF_CORE_READ(skb, sk);
 	if (sk)

@@ -5,8 +5,12 @@ package e2e
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,6 +29,7 @@ func TestL2L3Scenarios(t *testing.T) {
 		needs   string
 		setup   func(t *testing.T, l *lab.Lab, client, server *lab.Host) netip.AddrPort
 		dialErr error
+		after   func(t *testing.T, c net.Conn) // traffic on the established connection
 		pattern diagnosis.Pattern
 		layer   diagnosis.Layer
 		summary []string // lower-case fragments of summary+details
@@ -83,8 +88,59 @@ func TestL2L3Scenarios(t *testing.T) {
 			within:  8 * time.Second,
 		},
 		{
+			name:  "MTU black hole: frag-needed filtered on its way back",
+			needs: "nft",
+			setup: func(t *testing.T, l *lab.Lab, client, server *lab.Host) netip.AddrPort {
+				to := routedHop(t, l.Node(), server, 1280)
+				// The node answers the too-big segments with frag-needed;
+				// the client's firewall drops it, so PMTU discovery never
+				// learns the MTU and the segments are retransmitted as is.
+				if err := client.Nft(`table inet e2e_mtu {
+	chain input {
+		type filter hook input priority 0; policy accept;
+		icmp type destination-unreachable icmp code frag-needed drop
+	}
+}`); err != nil {
+					t.Fatal(err)
+				}
+				// server.Listen binds the lab address; this one binds the routed one.
+				var ln net.Listener
+				if err := server.Do(func() (err error) {
+					ln, err = net.Listen("tcp", netip.AddrPortFrom(to, 8086).String())
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { ln.Close() })
+				go func() {
+					for {
+						c, err := ln.Accept()
+						if err != nil {
+							return
+						}
+						go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+					}
+				}()
+				return netip.AddrPortFrom(to, 8086)
+			},
+			after: func(t *testing.T, c net.Conn) {
+				// Full-size segments with DF, as every Linux TCP sends them;
+				// the write returns once the data is queued.
+				if err := c.SetWriteDeadline(time.Now().Add(2 * time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Write(make([]byte, 64<<10)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Errorf("write: %v", err)
+				}
+			},
+			pattern: diagnosis.PatternICMPError,
+			layer:   diagnosis.LayerL3,
+			summary: []string{"mtu black hole", "mtu 1280", "never reached the sender"},
+			within:  10 * time.Second,
+		},
+		{
 			name: "TTL exceeded in a routing loop",
-			setup: func(t *testing.T, l *lab.Lab, _, server *lab.Host) netip.AddrPort {
+			setup: func(t *testing.T, l *lab.Lab, client, server *lab.Host) netip.AddrPort {
 				// The node routes the prefix to the server, the server back
 				// to the node: the SYN circles until its TTL runs out.
 				loop := "198.18.0.0/24"
@@ -120,9 +176,18 @@ func TestL2L3Scenarios(t *testing.T) {
 			to := tc.setup(t, l, client, server)
 
 			start := time.Now()
-			_, err := client.Dial(context.Background(), to, tc.within)
-			if tc.dialErr != nil && !errors.Is(err, tc.dialErr) {
+			c, err := client.Dial(context.Background(), to, tc.within)
+			switch {
+			case tc.dialErr != nil && !errors.Is(err, tc.dialErr):
 				t.Errorf("connect error = %v, want %v", err, tc.dialErr)
+			case tc.dialErr == nil && err != nil:
+				t.Fatalf("connect: %v", err)
+			}
+			if c != nil {
+				t.Cleanup(func() { c.Close() })
+				if tc.after != nil {
+					tc.after(t, c)
+				}
 			}
 			d := p.waitFor(t, tc.within, string(tc.pattern), func(d diagnosis.Diagnosis) bool {
 				return d.Pattern == tc.pattern && d.Flow.Dst == to.Addr()
@@ -156,10 +221,43 @@ func TestL2L3Scenarios(t *testing.T) {
 	}
 }
 
-// enableForwarding makes h a router on dev. It sends no ICMP redirects: a
-// route out of the interface a packet came in on would otherwise rewrite the
-// client's path mid-test. The sysctls belong to the lab namespace and go
-// with it.
+// routedHop gives server an address outside the lab subnet, reached from
+// the node over a second veth pair of the given MTU, so the client's traffic
+// to it is routed (not bridged) by the node and must fit that MTU. The
+// server answers over its lab port, which keeps the replies at full size.
+func routedHop(t *testing.T, node, server *lab.Host, mtu int) netip.Addr {
+	t.Helper()
+	enableForwarding(t, node, "br0")
+	m := strconv.Itoa(mtu)
+	for _, args := range [][]string{
+		{"link", "add", "mtu0", "mtu", m, "type", "veth", "peer", "name", "eth1", "mtu", m, "netns", server.Netns},
+		{"link", "set", "mtu0", "up"},
+		{"addr", "add", "192.0.2.1/24", "dev", "mtu0"},
+	} {
+		if _, err := node.Run("ip", args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{
+		{"addr", "add", "192.0.2.10/24", "dev", "eth1"},
+		{"link", "set", "eth1", "up"},
+	} {
+		if _, err := server.Run("ip", args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Requests arrive on eth1, replies leave by eth0: no reverse-path check.
+	for _, k := range []string{"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.eth1.rp_filter=0"} {
+		if _, err := server.Run("sysctl", "-qw", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return netip.MustParseAddr("192.0.2.10")
+}
+
+// enableForwarding makes h a router on dev without ICMP redirects, which
+// would otherwise be the first ICMP a loop or a hairpin route produces.
+// The sysctls belong to the lab namespace and go with it.
 func enableForwarding(t *testing.T, h *lab.Host, dev string) {
 	t.Helper()
 	for _, k := range []string{

@@ -128,11 +128,17 @@ struct net_device {
 	char name[16];
 	int ifindex;
 	possible_net_t nd_net;
+	unsigned int mtu;
+};
+
+struct dst_entry {
+	struct net_device *dev;
 };
 
 struct sk_buff {
 	struct sock *sk;
 	struct net_device *dev;
+	unsigned long _skb_refdst;
 	char cb[48];
 	__be16 protocol;
 	__u16 network_header;
