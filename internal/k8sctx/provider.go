@@ -82,6 +82,7 @@ type Provider struct {
 	healthy   bool
 	downSince time.Time
 	lastErr   string
+	failures  int               // consecutive failed probes
 	watchErr  map[string]string // resource -> last list/watch error
 }
 
@@ -325,8 +326,14 @@ func (p *Provider) healthLoop(ctx context.Context) {
 	}
 }
 
+// probeFailuresForOutage: one slow /readyz on a loaded node is not an
+// outage; the first failure asks for an immediate second probe, and only two
+// in a row mark the API server unreachable (and every diagnosis degraded).
+const probeFailuresForOutage = 2
+
 func (p *Provider) probe(ctx context.Context) {
-	timeout := min(p.cfg.HealthCheckInterval, 5*time.Second)
+	// At least 2s: a busy API server (or node) answers /readyz slowly.
+	timeout := min(max(p.cfg.HealthCheckInterval, 2*time.Second), 5*time.Second)
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	err := p.client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(pctx).Error()
@@ -335,13 +342,22 @@ func (p *Provider) probe(ctx context.Context) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	switch {
-	case err != nil && p.healthy:
-		p.healthy, p.downSince, p.lastErr = false, time.Now(), err.Error()
-		p.log.Warn("Kubernetes API server unreachable; using the last known cluster state", zap.Error(err))
-	case err != nil:
+	if err != nil {
+		p.failures++
 		p.lastErr = err.Error()
-	case !p.healthy:
+	} else {
+		p.failures = 0
+	}
+	switch {
+	case err != nil && p.healthy && p.failures < probeFailuresForOutage:
+		select { // confirm at once
+		case p.probeNow <- struct{}{}:
+		default:
+		}
+	case err != nil && p.healthy:
+		p.healthy, p.downSince = false, time.Now()
+		p.log.Warn("Kubernetes API server unreachable; using the last known cluster state", zap.Error(err))
+	case err == nil && !p.healthy:
 		p.healthy = true
 		clear(p.watchErr)
 		p.log.Info("Kubernetes API server reachable again", zap.Duration("outage", time.Since(p.downSince)))
