@@ -41,7 +41,7 @@ func startPipeline(t *testing.T, l *lab.Lab, opts ...func(*correlate.Config)) *p
 	// host namespace: the ICMP parser then watches the hosts' veth ports.
 	var pr *probe.Probe
 	if err := l.Node().Do(func() (err error) {
-		pr, err = probe.Open(probe.Config{RingBufferBytes: 4 << 20})
+		pr, err = probe.Open(probe.Config{RingBufferBytes: 4 << 20, ConnectErrors: true})
 		return err
 	}); err != nil {
 		t.Fatalf("open probes: %v", err)

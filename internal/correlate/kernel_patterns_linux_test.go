@@ -26,7 +26,7 @@ func startLiveLab(t *testing.T, l *lab.Lab) *liveEngine {
 	if err := probe.Check(); err != nil {
 		t.Skipf("skipping kernel test: %v", err)
 	}
-	p, err := probe.Open(probe.Config{})
+	p, err := probe.Open(probe.Config{ConnectErrors: true})
 	if err != nil {
 		t.Fatalf("probe.Open: %v", err)
 	}

@@ -78,7 +78,7 @@ func TestConnectError(t *testing.T) {
 					t.Skip("skipping: this architecture's pt_regs is not one the probe reads")
 				}
 			}
-			p, err := open(Config{}, func(spec *ebpf.CollectionSpec) error {
+			p, err := open(Config{ConnectErrors: true}, func(spec *ebpf.CollectionSpec) error {
 				return spec.Variables[bpf.ProbeVarConnectArgsFromRegs].Set(mode.fromRegs)
 			})
 			if err != nil {

@@ -242,7 +242,9 @@ func open(cfg Config, adjust func(*ebpf.CollectionSpec) error) (*Probe, error) {
 		p.links = append(p.links, l)
 		p.progs = append(p.progs, progRef{name: name, hook: hook, prog: prog})
 	}
-	p.attachConnectHooks(spec)
+	if cfg.ConnectErrors {
+		p.attachConnectHooks(spec)
+	}
 	// Accounted in Stats whether or not an interface is attached yet.
 	if p.icmpProg != nil {
 		p.progs = append(p.progs, progRef{name: bpf.ProbeProgOnIcmpIngress,

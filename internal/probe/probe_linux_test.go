@@ -291,7 +291,7 @@ func TestFirewallDrop(t *testing.T) {
 // counts what it could not queue; every record is either read or counted.
 func TestLostCounter(t *testing.T) {
 	requireProbe(t)
-	p, err := Open(Config{RingBufferBytes: 1}) // one page: 21 records
+	p, err := Open(Config{RingBufferBytes: 1, ConnectErrors: true}) // one page: 21 records
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

@@ -86,6 +86,13 @@ type Config struct {
 	// connection never produces. Names are checked against the running
 	// kernel at start.
 	DropReasons []string `mapstructure:"drop_reasons"`
+	// ConnectErrors catches connect() calls that fail before any socket
+	// state changes (no route; blackhole, unreachable or prohibit routes in
+	// the caller's namespace) with the connect syscall's exit tracepoint.
+	// Default false: any syscall tracepoint puts every syscall on the host
+	// on the kernel's slow path (BENCHMARKS.md has the measured cost).
+	// Route failures seen as packet drops are diagnosed without it.
+	ConnectErrors bool `mapstructure:"connect_errors"`
 	// CollectionInterval is how often the metrics are emitted. Default 30s.
 	CollectionInterval time.Duration `mapstructure:"collection_interval"`
 

@@ -30,6 +30,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.ARPTimeout = 6 * time.Second
 	custom.Interfaces = []string{"eth0", "veth-a1b2c3"}
 	custom.DropReasons = []string{"NETFILTER_DROP", "skb_drop_reason_no_socket"}
+	custom.ConnectErrors = true
 	custom.CollectionInterval = 10 * time.Second
 	custom.Metrics.NetworkcorrelatorSignalsReceived.Enabled = false
 	custom.ResourceAttributes.HostName.Enabled = false

@@ -23,7 +23,7 @@ func openSource(cfg *Config, logger *zap.Logger) (signalSource, error) {
 	if cfg.Source == SourceReplay {
 		return openReplay(cfg.ReplayFile, logger)
 	}
-	p, err := probe.Open(probe.Config{RingBufferBytes: cfg.BufferSize, DropReasons: cfg.DropReasons, Interfaces: cfg.Interfaces})
+	p, err := probe.Open(probe.Config{RingBufferBytes: cfg.BufferSize, DropReasons: cfg.DropReasons, Interfaces: cfg.Interfaces, ConnectErrors: cfg.ConnectErrors})
 	if err != nil {
 		return nil, err
 	}
