@@ -51,17 +51,28 @@ func (le *liveEngine) snapshot() ([]diagnosis.Diagnosis, []signal.Signal) {
 
 func startLive(t *testing.T, l *lab.Lab) *liveEngine {
 	t.Helper()
+	// Other tests may run probes and namespaces at the same time: keep
+	// only this lab's flows.
+	return startLiveKeeping(t, l, probe.Config{}, func(s *signal.Signal) bool {
+		return l.Subnet().Contains(s.Flow.Src) || l.Subnet().Contains(s.Flow.Dst)
+	})
+}
+
+// startLiveKeeping runs the real probes (cfg) into an engine, keeping the
+// signals that keep accepts; it stops both when the test ends.
+func startLiveKeeping(t *testing.T, l *lab.Lab, cfg probe.Config, keep func(*signal.Signal) bool) *liveEngine {
+	t.Helper()
 	if err := probe.Check(); err != nil {
 		t.Skipf("skipping kernel test: %v", err)
 	}
-	p, err := probe.Open(probe.Config{})
+	p, err := probe.Open(cfg)
 	if err != nil {
 		t.Fatalf("probe.Open: %v", err)
 	}
 	le := &liveEngine{}
-	cfg := DefaultConfig()
-	cfg.NetnsNamer = labNamer{l}
-	e, err := New(cfg, func(d diagnosis.Diagnosis) {
+	ecfg := DefaultConfig()
+	ecfg.NetnsNamer = labNamer{l}
+	e, err := New(ecfg, func(d diagnosis.Diagnosis) {
 		if err := d.Validate(); err != nil {
 			t.Errorf("invalid diagnosis: %v", err)
 		}
@@ -76,10 +87,8 @@ func startLive(t *testing.T, l *lab.Lab) *liveEngine {
 	sigc := make(chan signal.Signal, 4096)
 	runDone := make(chan error, 1)
 	go func() {
-		// Other tests may run probes and namespaces at the same time: keep
-		// only this lab's flows.
 		runDone <- p.Run(ctx, func(s signal.Signal) {
-			if l.Subnet().Contains(s.Flow.Src) || l.Subnet().Contains(s.Flow.Dst) {
+			if keep(&s) {
 				sigc <- s
 			}
 		})

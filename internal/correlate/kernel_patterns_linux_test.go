@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/network-correlator/network-correlator/internal/diagnosis"
 	"github.com/network-correlator/network-correlator/internal/lab"
 	"github.com/network-correlator/network-correlator/internal/probe"
 	"github.com/network-correlator/network-correlator/internal/signal"
@@ -23,67 +22,9 @@ import (
 // outside the lab subnet carry no lab flow).
 func startLiveLab(t *testing.T, l *lab.Lab) *liveEngine {
 	t.Helper()
-	if err := probe.Check(); err != nil {
-		t.Skipf("skipping kernel test: %v", err)
-	}
-	p, err := probe.Open(probe.Config{ConnectErrors: true})
-	if err != nil {
-		t.Fatalf("probe.Open: %v", err)
-	}
-	le := &liveEngine{}
-	cfg := DefaultConfig()
-	cfg.NetnsNamer = labNamer{l}
-	e, err := New(cfg, func(d diagnosis.Diagnosis) {
-		if err := d.Validate(); err != nil {
-			t.Errorf("invalid diagnosis: %v", err)
-		}
-		le.mu.Lock()
-		le.ds = append(le.ds, d)
-		le.mu.Unlock()
+	return startLiveKeeping(t, l, probe.Config{ConnectErrors: true}, func(s *signal.Signal) bool {
+		return l.HostByInode(s.NetnsInode) != nil || l.Subnet().Contains(s.Flow.Src) || l.Subnet().Contains(s.Flow.Dst)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	sigc := make(chan signal.Signal, 4096)
-	runDone := make(chan error, 1)
-	go func() {
-		runDone <- p.Run(ctx, func(s signal.Signal) {
-			if l.HostByInode(s.NetnsInode) != nil || l.Subnet().Contains(s.Flow.Src) || l.Subnet().Contains(s.Flow.Dst) {
-				sigc <- s
-			}
-		})
-	}()
-	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case s := <-sigc:
-				le.mu.Lock()
-				le.sigs = append(le.sigs, s)
-				le.mu.Unlock()
-				e.Observe(s)
-			case now := <-tick.C:
-				e.Tick(now)
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-runDone; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("probe.Run: %v", err)
-		}
-		<-loopDone
-		if err := p.Close(); err != nil {
-			t.Errorf("probe.Close: %v", err)
-		}
-	})
-	return le
 }
 
 // listenBacklog listens on port in h's namespace with listen(fd, backlog)
