@@ -230,11 +230,16 @@ func (f *lostFacts) resetTime() time.Time {
 }
 
 // orphan: with the keeper not on this node, the lost side alone must show
-// the kernel answering a data segment or ACK (not a late FIN, which a
-// half-closed peer sends after tcp_fin_timeout removed our FIN_WAIT2) with
-// a RST, and dropping it: one without the other is not enough.
+// the kernel answering a data segment with a RST, and dropping it: one
+// without the other is not enough. Not a late FIN (a half-closed peer sends
+// one after tcp_fin_timeout removed our FIN_WAIT2), and not a pure ACK:
+// after an ordinary close a peer's duplicate ACK (its TIME_WAIT answering a
+// retransmitted FIN) meets no socket and draws the same RST and drop,
+// dozens of times a minute on a busy node (seen in the success soak), while
+// a peer that lost its state is found by the data still sent to it.
 func (f *lostFacts) orphan() bool {
-	return f.drop != nil && f.rstSent != nil && f.drop.TCPFlags&signal.TCPFlagFIN == 0
+	return f.drop != nil && f.rstSent != nil && f.drop.TCPFlags&signal.TCPFlagFIN == 0 &&
+		f.drop.TCPFlags&signal.TCPFlagPSH != 0
 }
 
 // local: the lost side was seen on this node.

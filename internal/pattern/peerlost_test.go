@@ -44,10 +44,10 @@ func TestPeerLostStateFixtures(t *testing.T) {
 		},
 		{
 			// Only the side without the socket is on this node: on a Tick.
-			fixture: "peer_lost_orphan_ack.jsonl",
+			fixture: "peer_lost_orphan_data.jsonl",
 			keys:    []string{"peer_lost_state/no_socket/10.0.0.2:8080/netns:4098"},
 			summary: []string{"connection to 10.0.0.2:8080 reset"},
-			details: []string{"NO_SOCKET drop of a ACK segment"},
+			details: []string{"NO_SOCKET drop of a PSH|ACK segment"},
 			minConf: 0.5, maxConf: 0.6, at: 1000 * time.Millisecond,
 		},
 		{

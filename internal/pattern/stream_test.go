@@ -140,7 +140,7 @@ func runStreamCases(t *testing.T, p pattern.Pattern, tests []streamCase) {
 // or in the library.
 func TestStreamNearMisses(t *testing.T) {
 	for _, fx := range []string{"retrans_recovered.jsonl", "established_icmp_prohibited.jsonl", "reset_app_abort_linger.jsonl",
-		"reset_unread_data.jsonl", "reset_teardown_noise.jsonl", "reset_abort_traced_late.jsonl", "noise_teardown.jsonl", "success.jsonl"} {
+		"reset_unread_data.jsonl", "reset_teardown_noise.jsonl", "peer_lost_orphan_ack.jsonl", "reset_abort_traced_late.jsonl", "noise_teardown.jsonl", "success.jsonl"} {
 		t.Run(fx, func(t *testing.T) {
 			ds, st := replayFixture(t, fx, withStream())
 			for _, d := range ds {
