@@ -44,3 +44,25 @@ func TestNUDState(t *testing.T) {
 		}
 	}
 }
+
+func TestSuccessNoise(t *testing.T) {
+	tests := []struct {
+		name string
+		s    Signal
+		want bool
+	}{
+		{"listener late ACK drop", Signal{Kind: KindDrop, State: StateListen, TCPFlags: TCPFlagACK, DropReason: "TCP_FLAGS"}, true},
+		{"listener RST for it", Signal{Kind: KindResetSent, State: StateListen, TCPFlags: TCPFlagACK, ResetReason: "TCP_FLAGS"}, true},
+		{"tail-loss probe of a FIN", Signal{Kind: KindRetransmit, State: StateLastAck, TCPFlags: TCPFlagFIN | TCPFlagACK}, true},
+		{"retransmission timeout", Signal{Kind: KindRetransmit, State: StateEstablished, Retransmits: 1}, false},
+		{"SYN retransmit", Signal{Kind: KindRetransmit, State: StateSynSent}, false},
+		{"NO_SOCKET drop of data", Signal{Kind: KindDrop, TCPFlags: TCPFlagPSH | TCPFlagACK, DropReason: "NO_SOCKET"}, false},
+		{"netfilter drop at a listener", Signal{Kind: KindDrop, State: StateListen, TCPFlags: TCPFlagACK, DropReason: "NETFILTER_DROP"}, false},
+		{"refused close", Signal{Kind: KindStateChange, OldState: StateSynSent, State: StateClose, SkErr: 111}, false},
+	}
+	for _, tt := range tests {
+		if got := SuccessNoise(tt.s); got != tt.want {
+			t.Errorf("%s: SuccessNoise = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
