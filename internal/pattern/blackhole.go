@@ -42,12 +42,7 @@ type Blackhole struct {
 
 func (Blackhole) ID() diagnosis.Pattern { return diagnosis.PatternBlackhole }
 
-func (p Blackhole) min() uint32 {
-	if p.MinRetransmits <= 0 {
-		return DefaultMinRetransmits
-	}
-	return uint32(p.MinRetransmits)
-}
+func (p Blackhole) min() uint32 { return minRetransmits(p.MinRetransmits) }
 
 func (Blackhole) Wants(s *signal.Signal) bool {
 	switch s.Kind {

@@ -45,12 +45,7 @@ type HalfOpen struct {
 
 func (HalfOpen) ID() diagnosis.Pattern { return diagnosis.PatternHalfOpen }
 
-func (p HalfOpen) min() uint32 {
-	if p.MinRetransmits <= 0 {
-		return DefaultMinRetransmits
-	}
-	return uint32(p.MinRetransmits)
-}
+func (p HalfOpen) min() uint32 { return minRetransmits(p.MinRetransmits) }
 
 func (HalfOpen) Wants(s *signal.Signal) bool {
 	switch s.Kind {

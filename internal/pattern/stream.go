@@ -22,6 +22,14 @@ import (
 // loss probes (count 0).
 const DefaultMinRetransmits = 3
 
+// minRetransmits is a MinRetransmits setting with its default applied.
+func minRetransmits(n int) uint32 {
+	if n <= 0 {
+		return DefaultMinRetransmits
+	}
+	return uint32(n)
+}
+
 // wantRetransmit: a retransmit worth opening connection state for. Data
 // needs a second consecutive timeout: single losses recovered by one
 // retransmit are common on a busy node and would fill the correlator with
