@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -132,9 +131,7 @@ const policyPort = 8080
 
 func newPolicyLab(t *testing.T, clientLabels map[string]string) *policyLab {
 	t.Helper()
-	if _, err := exec.LookPath("iptables"); err != nil {
-		t.Skip("skipping: iptables is not installed")
-	}
+	needTool(t, "iptables")
 	pl := &policyLab{l: lab.New(t)}
 	pl.client = pl.l.MustAddHost(t, "client")
 	pl.server = pl.l.MustAddHost(t, "server")
@@ -367,9 +364,7 @@ func TestDeletedPodHistory(t *testing.T) {
 // diagnosis of the refused connect says which service the address is and
 // that it has no ready endpoints.
 func TestServiceWithoutEndpoints(t *testing.T) {
-	if _, err := exec.LookPath("iptables"); err != nil {
-		t.Skip("skipping: iptables is not installed")
-	}
+	needTool(t, "iptables")
 	l := lab.New(t)
 	client := l.MustAddHost(t, "client")
 	c := startCluster(t)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,11 +79,7 @@ func TestKernelScenarios(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.needs != "" {
-				if _, err := exec.LookPath(tc.needs); err != nil {
-					t.Skipf("skipping: %s is not installed", tc.needs)
-				}
-			}
+			needTool(t, tc.needs)
 			l := lab.New(t)
 			client := l.MustAddHost(t, "client")
 			server := l.MustAddHost(t, "server")

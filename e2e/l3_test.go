@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -164,11 +163,7 @@ func TestL2L3Scenarios(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.needs != "" {
-				if _, err := exec.LookPath(tc.needs); err != nil {
-					t.Skipf("skipping: %s is not installed", tc.needs)
-				}
-			}
+			needTool(t, tc.needs)
 			l := lab.New(t)
 			client := l.MustAddHost(t, "client")
 			server := l.MustAddHost(t, "server")

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -113,9 +112,7 @@ func abortClose(c net.Conn) {
 
 func needNft(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("skipping: nft (nftables) is not installed")
-	}
+	needTool(t, "nft")
 }
 
 // signalsOf renders the signals of d's connection (either direction), for
@@ -284,9 +281,7 @@ func TestEstablishedBlackhole(t *testing.T) {
 	const port = 8082
 	nftRule := func(script string) func(c, s *lab.Host) error {
 		return func(c, s *lab.Host) error {
-			if _, err := exec.LookPath("nft"); err != nil {
-				t.Skip("skipping: nft (nftables) is not installed")
-			}
+			needNft(t)
 			return s.Nft(fmt.Sprintf(script, c.IP, port))
 		}
 	}

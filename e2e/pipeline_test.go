@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -188,4 +189,16 @@ func hasEvidence(d diagnosis.Diagnosis, source, fact string) bool {
 		}
 	}
 	return false
+}
+
+// needTool skips the test, naming the tool, when a scenario needs a command
+// (iptables, nft) that is not installed; "" needs none.
+func needTool(t *testing.T, name string) {
+	t.Helper()
+	if name == "" {
+		return
+	}
+	if _, err := exec.LookPath(name); err != nil {
+		t.Skipf("skipping: %s is not installed", name)
+	}
 }
