@@ -28,6 +28,9 @@ type Index struct {
 	slices   map[string]*sliceRecord // namespace/name of the slice
 	nodes    map[string]*Identity
 	nodeByIP map[netip.Addr]*Identity
+	// eps: EndpointSlices by service and address, and recent endpoint
+	// changes (service.go).
+	eps endpointIndex
 }
 
 type podRecord struct {
@@ -431,7 +434,8 @@ func (x *Index) DeletePod(namespace, name string) {
 // SetService adds or updates a service.
 func (x *Index) SetService(s *corev1.Service) {
 	k := key(s.Namespace, s.Name)
-	st := &ServiceState{Type: s.Spec.Type, Ports: s.Spec.Ports, HasSelector: len(s.Spec.Selector) > 0}
+	st := &ServiceState{Type: s.Spec.Type, Ports: s.Spec.Ports, HasSelector: len(s.Spec.Selector) > 0,
+		Selector: s.Spec.Selector, Created: s.CreationTimestamp.Time}
 	for _, c := range append([]string{s.Spec.ClusterIP}, s.Spec.ClusterIPs...) {
 		if a, err := netip.ParseAddr(c); err == nil && !slices.Contains(st.ClusterIPs, a.Unmap()) {
 			st.ClusterIPs = append(st.ClusterIPs, a.Unmap())
@@ -471,11 +475,13 @@ func (x *Index) deleteServiceLocked(k string) {
 
 // SetEndpointSlice adds or updates an EndpointSlice.
 func (x *Index) SetEndpointSlice(s *discoveryv1.EndpointSlice) {
+	now := x.now()
 	svc := s.Labels[discoveryv1.LabelServiceName]
 	rec := &sliceRecord{service: key(s.Namespace, svc)}
 	for _, e := range s.Endpoints {
 		ready := e.Conditions.Ready == nil || *e.Conditions.Ready
 		terminating := e.Conditions.Terminating != nil && *e.Conditions.Terminating
+		serving := e.Conditions.Serving == nil && ready || e.Conditions.Serving != nil && *e.Conditions.Serving
 		var pod, node string
 		if e.TargetRef != nil && e.TargetRef.Kind == "Pod" {
 			pod = e.TargetRef.Name
@@ -486,7 +492,7 @@ func (x *Index) SetEndpointSlice(s *discoveryv1.EndpointSlice) {
 		for _, a := range e.Addresses {
 			if ip, err := netip.ParseAddr(a); err == nil {
 				rec.endpoints = append(rec.endpoints, sliceEndpoint{
-					EndpointState: EndpointState{IP: ip.Unmap(), Pod: pod, Node: node},
+					EndpointState: EndpointState{IP: ip.Unmap(), Pod: pod, Node: node, Serving: serving, Slice: s.Name},
 					ready:         ready, terminating: terminating,
 				})
 			}
@@ -494,13 +500,16 @@ func (x *Index) SetEndpointSlice(s *discoveryv1.EndpointSlice) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.eps.update(x, key(s.Namespace, s.Name), rec, now)
 	x.slices[key(s.Namespace, s.Name)] = rec
 }
 
 // DeleteEndpointSlice forgets an EndpointSlice.
 func (x *Index) DeleteEndpointSlice(namespace, name string) {
+	now := x.now()
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.eps.update(x, key(namespace, name), nil, now)
 	delete(x.slices, key(namespace, name))
 }
 
@@ -563,6 +572,7 @@ func (x *Index) Prune() {
 		}
 		r.events = slices.DeleteFunc(r.events, func(e Event) bool { return e.Time.Before(cutoff) })
 	}
+	x.eps.prune(x, cutoff)
 }
 
 // Stats counts what the index holds.

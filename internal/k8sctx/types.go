@@ -85,6 +85,8 @@ type ServiceState struct {
 	Ports      []corev1.ServicePort
 	// HasSelector is false for services whose endpoints are managed by hand.
 	HasSelector bool
+	Selector    map[string]string
+	Created     time.Time
 	// Slices is the number of EndpointSlices seen for the service.
 	Slices      int
 	Ready       []EndpointState
@@ -97,6 +99,12 @@ type EndpointState struct {
 	IP   netip.Addr
 	Pod  string // targetRef name when it is a pod
 	Node string
+	// Serving: a terminating endpoint that still accepts connections.
+	Serving bool
+	Slice   string // the EndpointSlice listing it
+	// Since is when the index saw the endpoint enter its condition; zero
+	// when it was already so at first sight.
+	Since time.Time
 }
 
 // EventKind names a lifecycle event in an IP's history.
