@@ -4,6 +4,7 @@ GO ?= go
 GOBIN := $(shell $(GO) env GOPATH)/bin
 OCB_VERSION := v0.165.0
 STATICCHECK_VERSION := v0.8.2
+VICTORIALOGS_VERSION := v1.52.1
 COLLECTOR := _build/collector/otelcol-netcorr
 CONFIG ?= testdata/collector/console.yaml
 # Root tests load eBPF programs and create network namespaces. Packages run
@@ -46,6 +47,10 @@ lint: $(GOBIN)/staticcheck ## gofmt, go vet and staticcheck
 .PHONY: kube-apiserver
 kube-apiserver: ## build (once, cached outside the repo) the kube-apiserver the cluster tests run
 	scripts/kube/build-apiserver.sh
+
+.PHONY: victoria-logs
+victoria-logs: ## install the VictoriaLogs server the collector e2e exports to (seconds when cached)
+	$(GO) install github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs@$(VICTORIALOGS_VERSION)
 
 .PHONY: generate-bpf
 generate-bpf: ## regenerate the eBPF objects (needs clang-16, llvm-16, bpftool)
