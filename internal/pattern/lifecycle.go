@@ -1,0 +1,286 @@
+package pattern
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/network-correlator/network-correlator/internal/diagnosis"
+)
+
+// LifecycleKind names what happened to the pod (or node) behind an address.
+type LifecycleKind uint8
+
+const (
+	// LifecycleRestarted: a container of the pod restarted.
+	LifecycleRestarted LifecycleKind = iota + 1
+	// LifecycleTerminated: a container stopped and was not restarted (yet).
+	LifecycleTerminated
+	// LifecycleDeleted: the pod was deleted.
+	LifecycleDeleted
+	// LifecycleIPReleased: the pod gave the address up (deleted, finished,
+	// or the address went to another pod: Next names it).
+	LifecycleIPReleased
+	// LifecycleNodeNotReady: the node owning the address, or running the
+	// pod that owns it, is not Ready.
+	LifecycleNodeNotReady
+)
+
+// LifecycleEvent is one thing that happened to the pod or node behind an
+// address.
+type LifecycleEvent struct {
+	// Time: when the container stopped, the pod was deleted, the address
+	// was released, the node stopped being Ready.
+	Time      time.Time
+	Kind      LifecycleKind
+	Namespace string
+	Pod       string
+	Container string
+	Reason    string // OOMKilled, Error, Completed; the node condition's reason
+	ExitCode  int32
+	Restarts  int32  // the container's restart count after a restart
+	Next      string // IPReleased: "namespace/name" of the pod holding the address now
+	Node      string // NodeNotReady
+}
+
+// Lifecycle is the optional part of a Cluster that answers what happened
+// to the pods behind an address (container restarts, deletion, the address
+// passing to another pod, a NotReady node).
+type Lifecycle interface {
+	// Lifecycle lists, oldest first, the events at or before at and not
+	// before since (zero: all the history the cluster keeps, the
+	// correlation window) of the pods that held addr and of their nodes.
+	Lifecycle(addr netip.Addr, since, at time.Time) []LifecycleEvent
+}
+
+// lifecycleRole is how a pattern's cause relates to the peer's lifecycle.
+type lifecycleRole uint8
+
+const (
+	roleNone lifecycleRole = iota
+	// roleLostState: the peer no longer has the connection (a RST or an
+	// orphan segment): a restart or replacement IS the explanation.
+	roleLostState
+	// roleSilent: the peer stopped answering without a local cause: a pod
+	// gone (deleted, restarting, on a NotReady node) explains the silence.
+	roleSilent
+)
+
+func lifecycleRoleOf(p diagnosis.Pattern, cause string) lifecycleRole {
+	switch p {
+	case diagnosis.PatternPeerLostState:
+		return roleLostState
+	case diagnosis.PatternHalfOpen:
+		if cause == CauseFINUnanswered || cause == CauseDataUnanswered {
+			return roleSilent
+		}
+	case diagnosis.PatternBlackhole:
+		if cause == CauseNoLocalDrop || cause == CauseNeighbourUnresolved {
+			return roleSilent
+		}
+	case diagnosis.PatternARPFailure:
+		return roleSilent
+	}
+	return roleNone
+}
+
+// AnnotateLifecycle ties a diagnosis to the lifecycle of the peer it
+// concerns: when the peer's pod restarted, was deleted, gave its address to
+// another pod, or its node is NotReady within the cluster's history, the
+// summary and details say so, the event is evidence with its time, the
+// confidence rises and the resolution starts with what fits that event.
+// Only causes the peer's lifecycle can explain are annotated
+// (peer_lost_state; half_open, blackhole and arp_failure without a local
+// cause). The peer is the diagnosis' destination, or for arp_failure the
+// neighbour that failed (Verdict.Subject: a next hop may be a node).
+// It must run before AnnotateCluster, whose degraded-mode reduction then
+// applies to the raised confidence.
+func AnnotateLifecycle(c Cluster, v Verdict, d *diagnosis.Diagnosis, at time.Time) {
+	lc, ok := c.(Lifecycle)
+	if !ok {
+		return
+	}
+	role := lifecycleRoleOf(d.Pattern, v.Cause)
+	if role == roleNone {
+		return
+	}
+	peer, err := netip.ParseAddr(d.Destination.Addr)
+	if d.Pattern == diagnosis.PatternARPFailure && v.Subject.IsValid() {
+		peer, err = v.Subject.Addr(), nil
+	}
+	if err != nil || !peer.IsValid() {
+		return
+	}
+	evs := lc.Lifecycle(peer, time.Time{}, at)
+	e, ok := explaining(evs, role)
+	if !ok {
+		return
+	}
+	ago := agoText(at.Sub(e.Time))
+	what := e.phrase(peer, ago)
+	switch role {
+	case roleLostState:
+		d.Summary = fmt.Sprintf("connection to %s reset: %s%s", addrPort(d.Flow.Dst, d.Flow.DstPort), what, e.lostTail())
+		d.Details = fmt.Sprintf("The peer's cluster lifecycle explains it: %s (%s), before this connection was reset. ",
+			what, e.Time.UTC().Format(time.RFC3339)) + d.Details
+		d.Confidence = clamp(d.Confidence + 0.15)
+	default:
+		d.Summary += "; " + what
+		d.Details += fmt.Sprintf(" The peer's cluster lifecycle explains why nothing answers: %s (%s).", what,
+			e.Time.UTC().Format(time.RFC3339))
+		d.Confidence = clamp(d.Confidence + 0.1)
+	}
+	d.Resolution = e.resolution() + " " + d.Resolution
+	fact := e.fact(peer)
+	for _, x := range d.Evidence {
+		if x.Source == lifecycleSource && x.Fact == fact {
+			return
+		}
+	}
+	d.Evidence = append(d.Evidence, diagnosis.Evidence{Time: e.Time, Source: lifecycleSource, Fact: fact})
+}
+
+const lifecycleSource = "k8s:lifecycle"
+
+// explaining picks the latest event that can explain the failure. A node
+// NotReady explains silence, not a peer that answers with a RST.
+func explaining(evs []LifecycleEvent, role lifecycleRole) (LifecycleEvent, bool) {
+	for i := len(evs) - 1; i >= 0; i-- {
+		e := evs[i]
+		switch e.Kind {
+		case LifecycleRestarted, LifecycleDeleted, LifecycleIPReleased:
+			return e, true
+		case LifecycleTerminated, LifecycleNodeNotReady:
+			if role == roleSilent {
+				return e, true
+			}
+		}
+	}
+	return LifecycleEvent{}, false
+}
+
+func (e LifecycleEvent) pod() string { return e.Namespace + "/" + e.Pod }
+
+// exit renders "container app, OOMKilled, exit 137".
+func (e LifecycleEvent) exit() string {
+	parts := []string{"container " + e.Container}
+	if e.Reason != "" {
+		parts = append(parts, e.Reason)
+	}
+	return strings.Join(append(parts, fmt.Sprintf("exit %d", e.ExitCode)), ", ")
+}
+
+// phrase is the event for a summary: "pod prod/backend-x restarted 2m ago
+// (container app, OOMKilled, exit 137)".
+func (e LifecycleEvent) phrase(addr netip.Addr, ago string) string {
+	switch e.Kind {
+	case LifecycleRestarted:
+		return fmt.Sprintf("pod %s restarted %s ago (%s)", e.pod(), ago, e.exit())
+	case LifecycleTerminated:
+		return fmt.Sprintf("pod %s stopped %s ago (%s)", e.pod(), ago, e.exit())
+	case LifecycleDeleted:
+		if e.Next != "" {
+			return fmt.Sprintf("%s belonged to pod %s, deleted %s ago; pod %s holds it now", addrText(addr), e.pod(), ago, e.Next)
+		}
+		return fmt.Sprintf("%s belonged to pod %s, deleted %s ago", addrText(addr), e.pod(), ago)
+	case LifecycleIPReleased:
+		if e.Next != "" {
+			return fmt.Sprintf("%s belonged to pod %s until %s ago; pod %s holds it now", addrText(addr), e.pod(), ago, e.Next)
+		}
+		return fmt.Sprintf("%s belonged to pod %s until %s ago", addrText(addr), e.pod(), ago)
+	case LifecycleNodeNotReady:
+		if e.Pod != "" {
+			return fmt.Sprintf("pod %s runs on node %s, NotReady for %s (%s)", e.pod(), e.Node, ago, orUnknown(e.Reason))
+		}
+		return fmt.Sprintf("%s is node %s, NotReady for %s (%s)", addrText(addr), e.Node, ago, orUnknown(e.Reason))
+	}
+	return ""
+}
+
+// lostTail ends a summary that blames the event for the lost connection.
+func (e LifecycleEvent) lostTail() string {
+	switch {
+	case e.Kind != LifecycleDeleted && e.Kind != LifecycleIPReleased:
+		return " and lost this connection"
+	case e.Next != "":
+		return ", without this connection"
+	}
+	return ", and the connection went with it"
+}
+
+// fact is the event as evidence, with its absolute time.
+func (e LifecycleEvent) fact(addr netip.Addr) string {
+	at := e.Time.UTC().Format(time.RFC3339Nano)
+	switch e.Kind {
+	case LifecycleRestarted:
+		return fmt.Sprintf("pod %s (%s) restarted (restart %d): %s stopped at %s", e.pod(), addrText(addr), e.Restarts, e.exit(), at)
+	case LifecycleTerminated:
+		return fmt.Sprintf("pod %s (%s): %s stopped at %s", e.pod(), addrText(addr), e.exit(), at)
+	case LifecycleDeleted:
+		s := fmt.Sprintf("pod %s, which held %s, deleted at %s", e.pod(), addrText(addr), at)
+		if e.Next != "" {
+			s += ", now held by pod " + e.Next
+		}
+		return s
+	case LifecycleIPReleased:
+		s := fmt.Sprintf("%s released by pod %s at %s", addrText(addr), e.pod(), at)
+		if e.Next != "" {
+			s += ", now held by pod " + e.Next
+		}
+		return s
+	case LifecycleNodeNotReady:
+		return fmt.Sprintf("node %s NotReady since %s (%s)", e.Node, at, orUnknown(e.Reason))
+	}
+	return ""
+}
+
+// resolution is what to do about the event, said first.
+func (e LifecycleEvent) resolution() string {
+	switch e.Kind {
+	case LifecycleRestarted, LifecycleTerminated:
+		logs := fmt.Sprintf("`kubectl logs -n %s %s -c %s --previous`, `kubectl describe pod -n %s %s`",
+			e.Namespace, e.Pod, e.Container, e.Namespace, e.Pod)
+		var why string
+		switch {
+		case e.Reason == "OOMKilled" || e.ExitCode == 137 && e.Reason == "":
+			why = fmt.Sprintf("Container %s was killed for memory (OOM): raise its memory limit or fix its growth (%s).", e.Container, logs)
+		case e.ExitCode == 0:
+			why = fmt.Sprintf("Container %s exited normally: if that was planned, drain connections before exiting (preStop hook, graceful shutdown on SIGTERM).", e.Container)
+		default:
+			why = fmt.Sprintf("Find why container %s exited (%s).", e.Container, logs)
+		}
+		return why + " Clients must retry on a new connection after ECONNRESET."
+	case LifecycleDeleted, LifecycleIPReleased:
+		return fmt.Sprintf("The pod %s is gone: clients must stop using its IP (reach it through a Service or re-resolve), "+
+			"and pods should drain connections before exiting (preStop hook, terminationGracePeriodSeconds).", e.pod())
+	case LifecycleNodeNotReady:
+		return fmt.Sprintf("Node %s is NotReady: check its kubelet, network and power (`kubectl describe node %s`); "+
+			"its pods are unreachable until it recovers or they are rescheduled.", e.Node, e.Node)
+	}
+	return ""
+}
+
+// agoText renders an age for people: "45s", "2m", "2m30s", "1h5m".
+func agoText(d time.Duration) string {
+	switch {
+	case d < 0:
+		d = 0
+	case d >= 10*time.Minute:
+		d = d.Round(time.Minute)
+	case d >= time.Minute:
+		d = d.Round(10 * time.Second)
+	case d >= time.Second:
+		d = d.Round(time.Second)
+	default:
+		d = d.Round(time.Millisecond)
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
