@@ -517,6 +517,14 @@ func (x *Index) DeleteEndpointSlice(namespace, name string) {
 // it.
 func (x *Index) SetNode(n *corev1.Node) {
 	id := &Identity{Kind: KindNode, Name: n.Name, Node: n.Name, UID: string(n.UID), Labels: n.Labels}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue {
+			id.NotReadySince, id.NotReadyReason = c.LastTransitionTime.Time, c.Reason
+			if id.NotReadySince.IsZero() {
+				id.NotReadySince = x.now()
+			}
+		}
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.deleteNodeLocked(n.Name)

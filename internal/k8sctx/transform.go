@@ -156,7 +156,7 @@ func TransformEndpointSlice(obj any) (any, error) {
 	return out, nil
 }
 
-// TransformNode keeps name, labels and addresses.
+// TransformNode keeps name, labels, addresses and the Ready condition.
 func TransformNode(obj any) (any, error) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
@@ -166,6 +166,12 @@ func TransformNode(obj any) (any, error) {
 	for _, a := range n.Status.Addresses {
 		if a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP {
 			out.Status.Addresses = append(out.Status.Addresses, a)
+		}
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			out.Status.Conditions = []corev1.NodeCondition{{Type: c.Type, Status: c.Status, Reason: c.Reason,
+				LastTransitionTime: c.LastTransitionTime}}
 		}
 	}
 	return out, nil

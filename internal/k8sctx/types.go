@@ -73,6 +73,11 @@ type Identity struct {
 	// been deleted since.
 	DeletedAt time.Time
 	Service   *ServiceState // KindService only
+	// NotReadySince, for nodes: since when the Ready condition has not been
+	// True (its last transition; zero while Ready or when not reported),
+	// with the condition's reason.
+	NotReadySince  time.Time
+	NotReadyReason string
 }
 
 // Known reports whether the IP was attributed to anything.
