@@ -1,8 +1,13 @@
 package correlate
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -11,6 +16,7 @@ import (
 	"time"
 
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/replay"
 	"github.com/network-correlator/network-correlator/internal/signal"
 )
 
@@ -101,7 +107,23 @@ var (
 func BenchmarkObserve(b *testing.B) {
 	const span = 60 * time.Second
 	benchOnce.Do(func() { benchSigs = mixedWorkload(span, 40000) })
-	sigs := benchSigs
+	benchObserve(b, benchSigs, span)
+}
+
+var (
+	fixtureOnce sync.Once
+	fixtureSigs []signal.Signal
+)
+
+// BenchmarkObserveFixtures is BenchmarkObserve on fixtureWorkload: every
+// pattern's recorded sequences, near misses and success noise.
+func BenchmarkObserveFixtures(b *testing.B) {
+	const span = 60 * time.Second
+	fixtureOnce.Do(func() { fixtureSigs = fixtureWorkload(span, 30000) })
+	benchObserve(b, fixtureSigs, span)
+}
+
+func benchObserve(b *testing.B, sigs []signal.Signal, span time.Duration) {
 	emitted := 0
 	e, err := New(DefaultConfig(), func(d diagnosis.Diagnosis) { emitted++ })
 	if err != nil {
@@ -133,6 +155,126 @@ func BenchmarkObserve(b *testing.B) {
 	st := e.Stats()
 	if b.N > len(sigs) && (st.Diagnoses == 0 || st.FlowsTracked > DefaultConfig().MaxFlows) {
 		b.Fatalf("stats %+v", st)
+	}
+}
+
+// fixtureWorkload simulates `span` of a busy node from the replay fixtures
+// (testdata/replay), sorted by time: `instances` sequences, each a fixture
+// replayed at a random start with fresh client ports (every failing connect
+// a new flow) and its addresses moved into one of 8 address groups (so
+// repeats of a cause aggregate, as on a node whose clients keep failing
+// against a few services). About 60% of the sequences are what a busy node
+// sends when nothing fails: teardown noise (noise_teardown,
+// reset_teardown_noise) and signal.SuccessNoise (a listener's answer to a
+// late ACK, tail-loss probes); the rest are drawn evenly from the other
+// fixtures, failures of every pattern and their near misses. success.jsonl
+// is left out: the probes filter those state changes in the kernel.
+func fixtureWorkload(span time.Duration, instances int) []signal.Signal {
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "replay", "*.jsonl"))
+	if err != nil || len(files) == 0 {
+		panic(fmt.Sprintf("no replay fixtures: %v", err))
+	}
+	var noise, failures [][]signal.Signal
+	for _, path := range files {
+		name := filepath.Base(path)
+		if name == "success.jsonl" {
+			continue
+		}
+		seq := decodeFixture(path)
+		if name == "noise_teardown.jsonl" || name == "reset_teardown_noise.jsonl" {
+			noise = append(noise, seq)
+		} else {
+			failures = append(failures, seq)
+		}
+	}
+	// signal.SuccessNoise: a late pure ACK answered by the listener (drop
+	// and RST, TCP_FLAGS), and a tail-loss probe (icsk_retransmits 0).
+	client, server := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	lateACK := signal.Flow{Proto: signal.ProtoTCP, Src: client, Dst: server, SrcPort: 45000, DstPort: 8080}
+	noise = append(noise, []signal.Signal{
+		{Kind: signal.KindDrop, Time: t0, Flow: lateACK, NetnsCookie: serverCookie, NetnsInode: serverInode,
+			State: signal.StateListen, TCPFlags: signal.TCPFlagACK, DropReason: "TCP_FLAGS", DropLocation: "tcp_v4_rcv"},
+		{Kind: signal.KindResetSent, Time: t0.Add(5 * time.Microsecond), NetnsCookie: serverCookie, NetnsInode: serverInode,
+			Flow:  signal.Flow{Proto: signal.ProtoTCP, Src: netip.IPv4Unspecified(), Dst: client, SrcPort: 8080, DstPort: 45000},
+			State: signal.StateListen, TCPFlags: signal.TCPFlagACK, ResetReason: "TCP_FLAGS"},
+	}, []signal.Signal{
+		{Kind: signal.KindRetransmit, Time: t0, Flow: signal.Flow{Proto: signal.ProtoTCP, Src: client, Dst: server,
+			SrcPort: 46000, DstPort: 8080}, NetnsCookie: clientCookie, NetnsInode: clientInode,
+			State: signal.StateEstablished, TCPFlags: signal.TCPFlagPSH | signal.TCPFlagACK},
+	})
+
+	rng := rand.New(rand.NewPCG(3, 4))
+	nextPort := 0
+	var out []signal.Signal
+	for i := range instances {
+		var seq []signal.Signal
+		if rng.IntN(10) < 6 {
+			seq = noise[rng.IntN(len(noise))]
+		} else {
+			seq = failures[rng.IntN(len(failures))]
+		}
+		start := t0.Add(time.Duration(rng.Int64N(int64(span))))
+		group := byte(i % 8)
+		ports := map[uint16]uint16{}
+		port := func(p uint16) uint16 {
+			if p < 32768 {
+				return p // a service's port
+			}
+			if q, ok := ports[p]; ok {
+				return q
+			}
+			q := uint16(32768 + nextPort%28000)
+			nextPort++
+			ports[p] = q
+			return q
+		}
+		first := seq[0].Time
+		for _, s := range seq {
+			s.Time = start.Add(s.Time.Sub(first))
+			s.Flow.Src, s.Flow.Dst = moveAddr(s.Flow.Src, group), moveAddr(s.Flow.Dst, group)
+			s.Flow.SrcPort, s.Flow.DstPort = port(s.Flow.SrcPort), port(s.Flow.DstPort)
+			s.NeighAddr, s.ICMPFrom = moveAddr(s.NeighAddr, group), moveAddr(s.ICMPFrom, group)
+			out = append(out, s)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b signal.Signal) int { return a.Time.Compare(b.Time) })
+	return out
+}
+
+// moveAddr puts an address into address group g (its second byte for IPv4,
+// third for IPv6), leaving the unspecified and invalid ones alone.
+func moveAddr(a netip.Addr, g byte) netip.Addr {
+	if !a.IsValid() || a.IsUnspecified() {
+		return a
+	}
+	if a.Is4() {
+		b := a.As4()
+		b[1] += g
+		return netip.AddrFrom4(b)
+	}
+	b := a.As16()
+	b[2] += g
+	return netip.AddrFrom16(b)
+}
+
+func decodeFixture(path string) []signal.Signal {
+	f, err := os.Open(path)
+	if err != nil {
+		panic(err)
+	}
+	defer f.Close()
+	dec := replay.NewDecoder(f)
+	var out []signal.Signal
+	for {
+		var s signal.Signal
+		err := dec.Decode(&s)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			panic(fmt.Sprintf("%s: %v", path, err))
+		}
+		out = append(out, s)
 	}
 }
 
@@ -212,5 +354,25 @@ func BenchmarkObserveRefusedStorm(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "signals/s")
 	if st := e.Stats(); b.N > 4 && st.Diagnoses == 0 {
 		b.Fatalf("nothing diagnosed: %+v", st)
+	}
+}
+
+// The fixture workload diagnoses with most of the library, and its noise
+// stays quiet.
+func TestFixtureWorkloadShape(t *testing.T) {
+	sigs := fixtureWorkload(20*time.Second, 3000)
+	e, r := newEngine(t, nil)
+	for _, s := range sigs {
+		e.Observe(s)
+	}
+	e.Tick(t0.Add(time.Hour))
+	st := e.Stats()
+	by := map[diagnosis.Pattern]int{}
+	for _, d := range r.ds {
+		by[d.Pattern]++
+	}
+	t.Logf("%d signals, %d ignored, %d diagnoses by pattern %v", len(sigs), st.Ignored, len(r.ds), by)
+	if len(by) < 8 || st.Ignored == 0 || st.Aggregated == 0 || st.Invalid != 0 {
+		t.Fatalf("workload does not exercise the library: %v %+v", by, st)
 	}
 }

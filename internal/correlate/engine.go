@@ -32,6 +32,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strings"
@@ -241,7 +242,10 @@ type flowState struct {
 	nrefs      uint8
 	// diagnosed: bit i set once pattern i diagnosed this connection; refs
 	// hold the aggregation keys of the first maxDiagRefs of them.
-	diagnosed  uint16
+	diagnosed uint16
+	// wanted: bit i set once pattern i (of those gated on evidence, see
+	// pattern.Gate) wanted one of this connection's signals.
+	wanted     uint16
 	gen        uint64
 	pendingDue time.Time
 	refs       [maxDiagRefs]diagRef
@@ -327,6 +331,13 @@ type Engine struct {
 	cfg      Config
 	patterns []pattern.Pattern
 	emit     func(diagnosis.Diagnosis)
+	// ask[k]: the patterns that may decide at a trigger of kind k (bit i =
+	// pattern i; kinds beyond 63 share the last entry, which asks all);
+	// evidenced: the patterns asked only once they wanted a signal of the
+	// connection (flowState.wanted). From the patterns' gates, at New.
+	ask       [65]uint16
+	all       uint16
+	evidenced uint16
 
 	flows map[connKey]*flowState
 	// conns: connections with a socket signal (long TTL); packets: only
@@ -390,6 +401,7 @@ func New(cfg Config, emit func(diagnosis.Diagnosis)) (*Engine, error) {
 		flows:    make(map[connKey]*flowState),
 		aggs:     make(map[aggKey]*aggregate),
 	}
+	e.gates()
 	e.conns.ttl = cfg.FlowTTL
 	e.packets.ttl = cfg.Window
 	e.ev.Namer = cfg.NetnsNamer
@@ -398,6 +410,27 @@ func New(cfg Config, emit func(diagnosis.Diagnosis)) (*Engine, error) {
 		e.ev.Policy = &e.pc
 	}
 	return e, nil
+}
+
+// gates fills ask and evidenced from the patterns' gates (pattern.Gate);
+// a pattern without one is asked at every signal.
+func (e *Engine) gates() {
+	for i, p := range e.patterns {
+		bit := uint16(1) << i
+		e.all |= bit
+		var g pattern.Gate
+		if gp, ok := p.(pattern.Gated); ok {
+			g = gp.Gate()
+		}
+		for k := range e.ask {
+			if g.Triggers == 0 || k == len(e.ask)-1 || g.Triggers.Has(signal.Kind(k)) {
+				e.ask[k] |= bit
+			}
+		}
+		if g.Evidenced {
+			e.evidenced |= bit
+		}
+	}
 }
 
 // Stats returns a snapshot of the counters.
@@ -526,11 +559,38 @@ func (e *Engine) fillNeigh(f *flowState, now time.Time) []signal.Signal {
 
 func (e *Engine) wanted(s *signal.Signal) bool {
 	for _, p := range e.patterns {
-		if p.Wants(s) {
+		if wants(p, s) {
 			return true
 		}
 	}
 	return false
+}
+
+// wants calls the library's own patterns directly (see evaluate).
+func wants(p pattern.Pattern, s *signal.Signal) bool {
+	switch p := p.(type) {
+	case pattern.ConnectionRefused:
+		return p.Wants(s)
+	case pattern.SYNDropped:
+		return p.Wants(s)
+	case pattern.ARPFailure:
+		return p.Wants(s)
+	case pattern.ICMPError:
+		return p.Wants(s)
+	case pattern.RouteFailure:
+		return p.Wants(s)
+	case pattern.ListenOverflow:
+		return p.Wants(s)
+	case pattern.Blackhole:
+		return p.Wants(s)
+	case pattern.HalfOpen:
+		return p.Wants(s)
+	case pattern.PeerLostState:
+		return p.Wants(s)
+	case pattern.NetworkPolicyBlock:
+		return p.Wants(s)
+	}
+	return p.Wants(s)
 }
 
 func (e *Engine) newFlow(k connKey, s *signal.Signal) *flowState {
@@ -568,9 +628,9 @@ func (e *Engine) newFlow(k connKey, s *signal.Signal) *flowState {
 }
 
 func (e *Engine) removeFlow(f *flowState) {
-	if e.flows[f.key] == f {
-		delete(e.flows, f.key)
-	}
+	// Every held state is in flows under its key (newFlow), and a state is
+	// removed once: one delete, no lookup first.
+	delete(e.flows, f.key)
 	if f.list != nil {
 		f.list.remove(f)
 	}
@@ -584,7 +644,7 @@ func (e *Engine) removeFlow(f *flowState) {
 	}
 	f.tuple = signal.Flow{}
 	f.key, f.flow, f.last, f.client = connKey{}, signal.Flow{}, time.Time{}, pattern.Netns{}
-	f.oriented, f.pending, f.nsock, f.npkt, f.nrefs, f.diagnosed, f.gen = false, false, 0, 0, 0, 0, 0
+	f.oriented, f.pending, f.nsock, f.npkt, f.nrefs, f.diagnosed, f.wanted, f.gen = false, false, 0, 0, 0, 0, 0, 0
 	f.neigh = false
 	f.pendingDue, f.refs = time.Time{}, [maxDiagRefs]diagRef{} // drops the aggregate pointers
 	e.free = append(e.free, f)
@@ -603,6 +663,11 @@ func keep(buf []rec, n *uint8, r rec) {
 func (e *Engine) record(f *flowState, s *signal.Signal) {
 	if s.Time.After(f.last) {
 		f.last = s.Time
+	}
+	for m := e.evidenced &^ f.wanted; m != 0; m &= m - 1 {
+		if i := bits.TrailingZeros16(m); wants(e.patterns[i], s) {
+			f.wanted |= 1 << i
+		}
 	}
 	r := pack(s, &f.key)
 	switch {
@@ -674,11 +739,22 @@ func (e *Engine) fillEvidence(f *flowState, trigger *signal.Signal, now time.Tim
 }
 
 func (e *Engine) evaluate(f *flowState, trigger *signal.Signal, now time.Time) {
+	// Only the patterns whose gate lets them decide here are asked; with
+	// none, nothing can change.
+	asked := e.all
+	if trigger != nil {
+		asked = e.ask[min(int(trigger.Kind), len(e.ask)-1)]
+	}
+	if asked &= ^e.evidenced | f.wanted; asked == 0 {
+		return
+	}
 	ev := e.fillEvidence(f, trigger, now)
 	n := 0
 	deferred := false
 	var hold pattern.Verdict // the strongest Defer that says what it expects
-	for i, p := range e.patterns {
+	for m := asked; m != 0; m &= m - 1 {
+		i := bits.TrailingZeros16(m)
+		p := e.patterns[i]
 		ev.Diagnosed = f.diagnosed&(1<<i) != 0
 		// The library's own patterns are called directly, not through the
 		// interface: ten indirect calls per signal, each copying the large

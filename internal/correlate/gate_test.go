@@ -1,0 +1,107 @@
+package correlate
+
+import (
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/network-correlator/network-correlator/internal/diagnosis"
+	"github.com/network-correlator/network-correlator/internal/pattern"
+	"github.com/network-correlator/network-correlator/internal/signal"
+)
+
+// ungated hides a pattern's type and gate, so the engine asks it at every
+// signal through the interface. It checks the Triggers half of the gate on
+// the way: asked at a trigger kind its gate excludes, it must not decide.
+type ungated struct {
+	p pattern.Pattern
+	t testing.TB
+}
+
+func (u ungated) ID() diagnosis.Pattern       { return u.p.ID() }
+func (u ungated) Wants(s *signal.Signal) bool { return u.p.Wants(s) }
+func (u ungated) Diagnose(ev *pattern.Evidence, v pattern.Verdict) diagnosis.Diagnosis {
+	return u.p.Diagnose(ev, v)
+}
+
+func (u ungated) Match(ev *pattern.Evidence) (pattern.Verdict, pattern.Outcome) {
+	v, out := u.p.Match(ev)
+	if g, ok := u.p.(pattern.Gated); ok && ev.Trigger != nil && out != pattern.NoMatch {
+		if tr := g.Gate().Triggers; tr != 0 && !tr.Has(ev.Trigger.Kind) {
+			u.t.Errorf("%s: outcome %d at a %s trigger, outside its gate", u.p.ID(), out, ev.Trigger.Kind)
+		}
+	}
+	return v, out
+}
+
+func ungatedLibrary(t testing.TB, cfg Config) []pattern.Pattern {
+	var ps []pattern.Pattern
+	for _, p := range pattern.Library(pattern.Options{SYNTimeout: cfg.SYNTimeout, ARPTimeout: 4 * time.Second}) {
+		ps = append(ps, ungated{p, t})
+	}
+	return ps
+}
+
+// run feeds sigs through an engine with cfg and returns what it emitted
+// and its counters, with a Tick every 100 ms of signal time and a Flush.
+func runEngine(t testing.TB, cfg Config, sigs []signal.Signal) ([]diagnosis.Diagnosis, Stats) {
+	t.Helper()
+	var ds []diagnosis.Diagnosis
+	e, err := New(cfg, func(d diagnosis.Diagnosis) { ds = append(ds, d) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var next time.Time
+	for _, s := range sigs {
+		if next.IsZero() {
+			next = s.Time.Add(100 * time.Millisecond)
+		}
+		if !s.Time.Before(next) {
+			e.Tick(s.Time)
+			next = s.Time.Add(100 * time.Millisecond)
+		}
+		e.Observe(s)
+	}
+	st := e.Stats()
+	e.Flush()
+	return ds, st
+}
+
+// The gates change which patterns are asked, never what the engine
+// concludes: every replay fixture, the benchmark workloads and a storm,
+// with and without a cluster context, give the same diagnoses and counters
+// as the library asked at every signal.
+func TestGatesChangeNothing(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "replay", "*.jsonl"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	corpora := map[string][]signal.Signal{
+		"mixed":   mixedWorkload(20*time.Second, 4000),
+		"fixture": fixtureWorkload(20*time.Second, 3000),
+	}
+	for _, f := range files {
+		corpora[filepath.Base(f)] = decodeFixture(f)
+	}
+	for name, sigs := range corpora {
+		for _, cluster := range []bool{false, true} {
+			cfg := DefaultConfig()
+			if cluster {
+				cfg.Cluster = &benchCluster{}
+			}
+			got, gst := runEngine(t, cfg, sigs)
+			cfg.Patterns = ungatedLibrary(t, cfg)
+			if cluster {
+				cfg.Cluster = &benchCluster{}
+			}
+			want, wst := runEngine(t, cfg, sigs)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s (cluster %v): %d diagnoses with gates, %d without, or they differ", name, cluster, len(got), len(want))
+			}
+			if gst != wst {
+				t.Errorf("%s (cluster %v): stats\n  gated   %+v\n  ungated %+v", name, cluster, gst, wst)
+			}
+		}
+	}
+}

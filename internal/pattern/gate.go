@@ -1,0 +1,93 @@
+package pattern
+
+import "github.com/network-correlator/network-correlator/internal/signal"
+
+// KindSet is a set of signal kinds: bit k holds Kind k.
+type KindSet uint64
+
+// KindsOf returns the set of the given kinds.
+func KindsOf(ks ...signal.Kind) KindSet {
+	var s KindSet
+	for _, k := range ks {
+		s |= 1 << (k & 63)
+	}
+	return s
+}
+
+// Has reports whether k is in the set. Kinds beyond the set's 64 bits are
+// always in it, so an unknown future kind is never filtered out.
+func (s KindSet) Has(k signal.Kind) bool { return k >= 64 || s&(1<<k) != 0 }
+
+// Gate tells the correlator when a pattern cannot match, so that it is not
+// asked at all: on a busy node most signals concern only a few patterns, and
+// asking each of them costs as much as the rest of the correlator. A gate
+// must be exact about what it promises (asking more is always safe): it is
+// checked by the correlator's tests against every replay fixture, so a
+// change to Match that decides at another trigger kind, or on evidence its
+// Wants does not accept, must update the gate here.
+type Gate struct {
+	// Triggers: Match returns NoMatch (and never Defer) when the trigger is
+	// of any other kind. 0 = any kind. A Tick (Trigger nil) always asks.
+	Triggers KindSet
+	// Evidenced: Match returns NoMatch, at a trigger or on a Tick, unless
+	// Wants was true for at least one signal the correlator recorded for the
+	// connection (the trigger included).
+	Evidenced bool
+}
+
+// Gated is implemented by patterns that declare a Gate. A pattern without
+// one is asked at every signal of a connection the correlator holds.
+type Gated interface {
+	Gate() Gate
+}
+
+// The library's gates, next to one another so that they are read together;
+// each restates the trigger switch of its pattern's Match.
+
+// Gate: decides at the RST received in SYN_SENT and at the client's close.
+func (ConnectionRefused) Gate() Gate {
+	return Gate{Triggers: KindsOf(signal.KindResetReceived, signal.KindStateChange)}
+}
+
+// Gate: decides at a SYN retransmit and at the client's close.
+func (SYNDropped) Gate() Gate {
+	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange)}
+}
+
+// Gate: any trigger, but only with an EBUSY retransmit, a neighbour drop or
+// a neighbour failure (its pseudo-connection) recorded: all of them wanted.
+func (ARPFailure) Gate() Gate { return Gate{Evidenced: true} }
+
+// Gate: an ICMP signal of the connection (wanted) must be recorded; decides
+// at ICMP signals, state changes, connect errors and retransmits.
+func (ICMPError) Gate() Gate {
+	return Gate{Evidenced: true, Triggers: KindsOf(signal.KindICMPError, signal.KindICMPSent, signal.KindStateChange,
+		signal.KindConnectError, signal.KindRetransmit)}
+}
+
+// Gate: any trigger, with a routing drop recorded or a routing connect error
+// as the trigger: both wanted.
+func (RouteFailure) Gate() Gate { return Gate{Evidenced: true} }
+
+// Gate: any trigger, with a listen overflow drop (wanted) recorded.
+func (ListenOverflow) Gate() Gate { return Gate{Evidenced: true} }
+
+// Gate: decides at retransmits and state changes.
+func (Blackhole) Gate() Gate {
+	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange)}
+}
+
+// Gate: decides at retransmits and state changes.
+func (HalfOpen) Gate() Gate {
+	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange)}
+}
+
+// Gate: decides at drops, RSTs sent or received and state changes.
+func (PeerLostState) Gate() Gate {
+	return Gate{Triggers: KindsOf(signal.KindDrop, signal.KindResetSent, signal.KindResetReceived, signal.KindStateChange)}
+}
+
+// Gate: matches only where syn_dropped or connection_refused does.
+func (p NetworkPolicyBlock) Gate() Gate {
+	return Gate{Triggers: p.SYN.Gate().Triggers | p.Refused.Gate().Triggers}
+}
