@@ -54,22 +54,20 @@ func collectorBinary(t *testing.T) string {
 // (SIGTERM, then SIGKILL) when the test ends.
 func runCollector(t *testing.T, config string, env ...string) *syncBuffer {
 	t.Helper()
-	bin := collectorBinary(t)
-	cmd := exec.Command(bin, "--config", filepath.Join(repoRoot(t), config))
-	cmd.Env = append(os.Environ(), env...)
+	// Owned: the collector dies with the test binary even on a panic or a
+	// -timeout, so no probe stays attached after a failed run.
 	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	proc, exited, err := startOwnedProcess(collectorBinary(t),
+		[]string{"--config", filepath.Join(repoRoot(t), config)}, env, &out)
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = proc.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
 		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
+			_ = proc.Kill()
 			<-exited
 			t.Errorf("collector did not stop on SIGTERM within 15s")
 		}

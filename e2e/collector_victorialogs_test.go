@@ -81,7 +81,7 @@ func tryStartVictoriaLogs(t *testing.T, bin, storage string) (string, error) {
 		"-httpListenAddr=" + addr,
 		"-storageDataPath=" + storage,
 		"-loggerLevel=WARN",
-	}, &out)
+	}, nil, &out)
 	if err != nil {
 		return "", err
 	}
@@ -124,12 +124,13 @@ func tryStartVictoriaLogs(t *testing.T, bin, storage string) (string, error) {
 	return base, nil
 }
 
-// startOwnedProcess starts bin and returns its exit status on a channel.
+// startOwnedProcess starts bin (with env added to this process's
+// environment) and returns its exit status on a channel.
 // The child gets SIGKILL if the test binary dies without cleaning up (a
 // panic, a -timeout): Linux sends the parent-death signal when the thread
 // that forked the child ends, so that thread stays locked to the goroutine
 // waiting for the child and lives exactly as long as it.
-func startOwnedProcess(bin string, args []string, out *syncBuffer) (*os.Process, <-chan error, error) {
+func startOwnedProcess(bin string, args, env []string, out *syncBuffer) (*os.Process, <-chan error, error) {
 	type started struct {
 		proc *os.Process
 		err  error
@@ -139,6 +140,7 @@ func startOwnedProcess(bin string, args []string, out *syncBuffer) (*os.Process,
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with the child
 		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), env...)
 		cmd.Stdout, cmd.Stderr = out, out
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
