@@ -190,6 +190,10 @@ type connKey struct {
 	a, b   [16]byte
 	ap, bp uint16
 	proto  uint8
+	// spare fills what would be padding (always zero): a key without
+	// padding is hashed and compared as one block of memory, not field by
+	// field.
+	spare [3]uint8
 	// ns is set only for a neighbour failure's pseudo-connection (see
 	// observeNeigh): one per address and namespace.
 	ns uint64
@@ -253,13 +257,20 @@ type flowState struct {
 	// tuple is the 5-tuple in key order; kept signals store only their
 	// direction relative to it.
 	tuple signal.Flow
-	// SYN retransmits: counted, with the first and the latest kept.
-	retrCount, retrEPERM, retrEBUSY int
-	retrFirst, retrLast             rec
+	// syn: the SYN retransmits, nil until one is seen (most connections
+	// never retransmit a SYN: kept apart, recycled).
+	syn *synRetr
 	// pol caches the NetworkPolicy attribution (see policyOf).
 	pol  *policyCache
 	sock [maxSock]rec
 	pkt  [maxPkt]rec
+}
+
+// synRetr summarises a connection's SYN retransmits: counted, with the
+// first and the latest kept.
+type synRetr struct {
+	count, eperm, ebusy int
+	first, last         rec
 }
 
 // flowList is an intrusive LRU list: front = most recently touched.
@@ -344,7 +355,12 @@ type Engine struct {
 	// drops/resets seen (TTL Window, evicted first).
 	conns, packets flowList
 	free           []*flowState
-	gen            uint64
+	freeSyn        []*synRetr
+	// last: the connection of the latest signal, if still held: a
+	// connection's signals often come in a burst (a refused connect's four
+	// within 100 us), so its map lookup is often skipped.
+	last *flowState
+	gen  uint64
 
 	aggs   map[aggKey]*aggregate
 	aggQ   []*aggregate // in window-end order (windows have one length)
@@ -458,7 +474,10 @@ func (e *Engine) Observe(s signal.Signal) {
 		return
 	}
 	k := keyOf(t.Flow)
-	f := e.flows[k]
+	f := e.last
+	if f == nil || f.key != k {
+		f = e.flows[k]
+	}
 	if f == nil {
 		if !e.wanted(t) {
 			e.stats.Ignored++
@@ -466,6 +485,7 @@ func (e *Engine) Observe(s signal.Signal) {
 		}
 		f = e.newFlow(k, t)
 	}
+	e.last = f
 	e.record(f, t)
 	e.evaluate(f, t, t.Time)
 	// The client socket left SYN_SENT or closed, or connect() returned an
@@ -631,6 +651,9 @@ func (e *Engine) removeFlow(f *flowState) {
 	// Every held state is in flows under its key (newFlow), and a state is
 	// removed once: one delete, no lookup first.
 	delete(e.flows, f.key)
+	if e.last == f {
+		e.last = nil
+	}
 	if f.list != nil {
 		f.list.remove(f)
 	}
@@ -639,8 +662,10 @@ func (e *Engine) removeFlow(f *flowState) {
 	// recognised. The rest is already zero.
 	clear(f.sock[:f.nsock])
 	clear(f.pkt[:f.npkt])
-	if f.retrCount > 0 {
-		f.retrCount, f.retrEPERM, f.retrEBUSY, f.retrFirst, f.retrLast = 0, 0, 0, rec{}, rec{}
+	if f.syn != nil {
+		*f.syn = synRetr{}
+		e.freeSyn = append(e.freeSyn, f.syn)
+		f.syn = nil
 	}
 	f.tuple = signal.Flow{}
 	f.key, f.flow, f.last, f.client = connKey{}, signal.Flow{}, time.Time{}, pattern.Netns{}
@@ -672,16 +697,24 @@ func (e *Engine) record(f *flowState, s *signal.Signal) {
 	r := pack(s, &f.key)
 	switch {
 	case s.Kind == signal.KindRetransmit && s.State == signal.StateSynSent:
-		if f.retrCount == 0 {
-			f.retrFirst = r
+		sr := f.syn
+		if sr == nil {
+			if n := len(e.freeSyn); n > 0 {
+				sr = e.freeSyn[n-1]
+				e.freeSyn = e.freeSyn[:n-1]
+			} else {
+				sr = new(synRetr)
+			}
+			f.syn = sr
+			sr.first = r
 		}
-		f.retrLast = r
-		f.retrCount++
+		sr.last = r
+		sr.count++
 		switch s.Err {
 		case -pattern.EPERM:
-			f.retrEPERM++
+			sr.eperm++
 		case -pattern.EBUSY:
-			f.retrEBUSY++
+			sr.ebusy++
 		}
 	case socketSide(s.Kind):
 		keep(f.sock[:], &f.nsock, r)
@@ -725,11 +758,11 @@ func (e *Engine) fillEvidence(f *flowState, trigger *signal.Signal, now time.Tim
 	ev.Socket = e.sockBuf[:f.nsock]
 	ev.Packet = e.pktBuf[:f.npkt]
 	r := &e.retr
-	r.Count, r.EPERM, r.EBUSY = f.retrCount, f.retrEPERM, f.retrEBUSY
-	if f.retrCount > 0 {
-		f.retrFirst.unpack(f.tuple, &r.First)
-		f.retrLast.unpack(f.tuple, &r.Last)
-	} else if r.First.Kind != 0 {
+	if sr := f.syn; sr != nil {
+		r.Count, r.EPERM, r.EBUSY = sr.count, sr.eperm, sr.ebusy
+		sr.first.unpack(f.tuple, &r.First)
+		sr.last.unpack(f.tuple, &r.Last)
+	} else if r.Count, r.EPERM, r.EBUSY = 0, 0, 0; r.First.Kind != 0 {
 		r.First, r.Last = signal.Signal{}, signal.Signal{} // no stale retransmits
 	}
 	ev.SynRetrans = r
