@@ -318,8 +318,8 @@ func TestDeletedPodReplay(t *testing.T) {
 	}
 }
 
-// A SYN to a Service address whose service has no ready endpoints: the
-// diagnosis says so.
+// A SYN to a Service address whose service has no ready endpoints:
+// service_no_endpoints says so, and that no pod matches its selector.
 func TestServiceWithoutEndpointsReplay(t *testing.T) {
 	ki := k8sctx.NewIndex(time.Hour, func() time.Time { return time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC) })
 	ki.SetPod(pod("front", "web-7c9d-abcde", "10.0.0.1", map[string]string{"app": "web"}))
@@ -335,7 +335,12 @@ func TestServiceWithoutEndpointsReplay(t *testing.T) {
 	}
 	d := ds[0]
 	t.Logf("%s\n  details: %s", d.Summary, d.Details)
-	contains(t, "details", d.Details, "10.0.0.2 is a Service address: service prod/backend has no ready endpoints")
+	if d.Pattern != diagnosis.PatternServiceNoEndpoints {
+		t.Fatalf("pattern %s, want service_no_endpoints: %s", d.Pattern, d.Summary)
+	}
+	contains(t, "details", d.Details, "10.0.0.2 is the ClusterIP of Service prod/backend, port 8080/TCP. No EndpointSlice exists for it")
+	contains(t, "details", d.Details, "Its selector app=backend matches no pod in namespace prod")
+	contains(t, "resolution", d.Resolution, "No pod matches the selector app=backend in namespace prod")
 	if d.Destination.K8sNamespace != "prod" || d.Destination.K8sPod != "" {
 		t.Errorf("destination = %+v, want the service's namespace and no pod", d.Destination)
 	}

@@ -424,6 +424,7 @@ func New(cfg Config, emit func(diagnosis.Diagnosis)) (*Engine, error) {
 	if cfg.Cluster != nil {
 		e.pc.e = e
 		e.ev.Policy = &e.pc
+		e.ev.Cluster = cfg.Cluster
 	}
 	return e, nil
 }

@@ -28,6 +28,9 @@ const (
 	PatternListenOverflow Pattern = "listen_overflow"
 	// A NetworkPolicy denies a failing connection (outranks syn_dropped and connection_refused).
 	PatternNetworkPolicyBlock Pattern = "network_policy_block"
+	// A connection to a Service address (or to a backend that is no longer
+	// a ready endpoint) fails because the Service has no ready endpoints.
+	PatternServiceNoEndpoints Pattern = "service_no_endpoints"
 )
 
 // Severity of the failure for the user.

@@ -70,8 +70,9 @@ func AnnotateCluster(c Cluster, ev *Evidence, d *diagnosis.Diagnosis, at time.Ti
 			d.Details += fmt.Sprintf(" %s belongs to no pod now: %s.", e.Addr, strings.Join(facts, "; "))
 		}
 		// A Service address (no pod, a namespace): whether it has ready
-		// endpoints is what decides if anything can answer.
-		if i == 1 && known && e.K8sPod == "" && e.K8sNamespace != "" && len(hist) > 0 {
+		// endpoints is what decides if anything can answer (the service
+		// pattern says it at length).
+		if i == 1 && known && e.K8sPod == "" && e.K8sNamespace != "" && len(hist) > 0 && d.Pattern != diagnosis.PatternServiceNoEndpoints {
 			d.Details += fmt.Sprintf(" %s is a Service address: %s.", e.Addr, hist[0].Fact)
 		}
 	}

@@ -87,6 +87,9 @@ type Evidence struct {
 	// Policy: the NetworkPolicy verdict of this connection, nil without a
 	// cluster context (see Cluster).
 	Policy PolicyChecker
+	// Cluster is the cluster context, nil without one. Patterns ask it only
+	// once the kernel evidence shows a failure (see ServiceNoEndpoints).
+	Cluster Cluster
 }
 
 // Outcome of asking a pattern.
@@ -161,7 +164,7 @@ func Library(o Options) []Pattern {
 	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{},
 		RouteFailure{}, ListenOverflow{},
 		Blackhole{MinRetransmits: o.MinRetransmits}, HalfOpen{MinRetransmits: o.MinRetransmits}, PeerLostState{},
-		NetworkPolicyBlock{SYN: SYNDropped{Timeout: o.SYNTimeout}}}
+		NetworkPolicyBlock{SYN: SYNDropped{Timeout: o.SYNTimeout}}, ServiceNoEndpoints{SYN: SYNDropped{Timeout: o.SYNTimeout}}}
 }
 
 // Errno values seen in sk_err and hook return codes (Linux, all architectures
