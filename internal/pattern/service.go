@@ -97,6 +97,14 @@ func (p ServiceNoEndpoints) Wants(s *signal.Signal) bool {
 	return p.ICMP.Wants(s) || p.Refused.Wants(s) || p.SYN.Wants(s)
 }
 
+// Gate: matches only where icmp_error, connection_refused or syn_dropped
+// does, and only with a cluster context (Evidence.Policy and Cluster are
+// set together).
+func (p ServiceNoEndpoints) Gate() Gate {
+	return Gate{Triggers: p.ICMP.Gate().Triggers | p.Refused.Gate().Triggers | p.SYN.Gate().Triggers, Evidenced: true,
+		Policy: true}
+}
+
 type serviceBase uint8
 
 const (
