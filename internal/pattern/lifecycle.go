@@ -79,6 +79,10 @@ func lifecycleRoleOf(p diagnosis.Pattern, cause string) lifecycleRole {
 		if cause == CauseNoLocalDrop || cause == CauseNeighbourUnresolved {
 			return roleSilent
 		}
+	case diagnosis.PatternSYNDropped:
+		if cause == CauseNoLocalDrop || cause == CauseNeighbourUnresolved {
+			return roleSilent
+		}
 	case diagnosis.PatternARPFailure:
 		return roleSilent
 	}
@@ -91,8 +95,8 @@ func lifecycleRoleOf(p diagnosis.Pattern, cause string) lifecycleRole {
 // summary and details say so, the event is evidence with its time, the
 // confidence rises and the resolution starts with what fits that event.
 // Only causes the peer's lifecycle can explain are annotated
-// (peer_lost_state; half_open, blackhole and arp_failure without a local
-// cause). The peer is the diagnosis' destination, or for arp_failure the
+// (peer_lost_state; half_open, blackhole, syn_dropped and arp_failure
+// without a local cause). The peer is the diagnosis' destination, or for arp_failure the
 // neighbour that failed (Verdict.Subject: a next hop may be a node).
 // It must run before AnnotateCluster, whose degraded-mode reduction then
 // applies to the raised confidence.
