@@ -35,6 +35,14 @@ type pipeline struct {
 // configuration (e.g. a cluster context).
 func startPipeline(t *testing.T, l *lab.Lab, opts ...func(*correlate.Config)) *pipeline {
 	t.Helper()
+	return startPipelineKeeping(t, l, nil, opts...)
+}
+
+// startPipelineKeeping is startPipeline feeding the correlator (and the
+// record) only the signals keep accepts, nil: all. Keeping one namespace's
+// signals stands for a node that does not see its peer's kernel.
+func startPipelineKeeping(t *testing.T, l *lab.Lab, keep func(*signal.Signal) bool, opts ...func(*correlate.Config)) *pipeline {
+	t.Helper()
 	if err := probe.Check(); err != nil {
 		t.Skipf("skipping: kernel probes unavailable: %v", err)
 	}
@@ -96,6 +104,9 @@ func startPipeline(t *testing.T, l *lab.Lab, opts ...func(*correlate.Config)) *p
 			case s, ok := <-sigs:
 				if !ok {
 					return
+				}
+				if keep != nil && !keep(&s) {
+					continue
 				}
 				if p.concernsSignal(s) {
 					p.mu.Lock()
