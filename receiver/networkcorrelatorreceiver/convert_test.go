@@ -92,6 +92,32 @@ func policyBlockIntoPod() diagnosis.Diagnosis {
 	}
 }
 
+// A pod dialling a Service address: the destination is the Service's
+// namespace without a pod, the resource the client pod.
+func serviceWithoutEndpoints() diagnosis.Diagnosis {
+	return diagnosis.Diagnosis{
+		Pattern:    diagnosis.PatternServiceNoEndpoints,
+		Summary:    "connection to Service prod/backend (10.96.77.77:8080) failed: the Service has no ready endpoints",
+		Details:    "10.96.77.77 is the ClusterIP of Service prod/backend, port http 8080/TCP. Its EndpointSlices (backend-x7k2p) list 0 ready, 1 not ready and 0 terminating endpoints.",
+		Evidence:   []diagnosis.Evidence{{Time: t0, Source: "icmp:icmp_send", Fact: "ICMP port unreachable (type 3 code 3) sent by the kernel in netns host"}, {Time: t0, Source: "k8s:endpointslice", Fact: "Service prod/backend: Its EndpointSlices (backend-x7k2p) list 0 ready, 1 not ready and 0 terminating endpoints"}},
+		Confidence: 0.95,
+		Severity:   diagnosis.SeverityError,
+		Impact:     "every connection to Service prod/backend fails (ECONNREFUSED) until it has a ready endpoint",
+		Resolution: "1 pod(s) match app=backend but none is a ready endpoint: their readiness probe fails.",
+		Layer:      diagnosis.LayerL4,
+		ErrorType:  "ECONNREFUSED",
+		Flow: signal.Flow{Proto: signal.ProtoTCP, Src: netip.MustParseAddr("10.244.1.7"), SrcPort: 41000,
+			Dst: netip.MustParseAddr("10.96.77.77"), DstPort: 8080},
+		Source: diagnosis.Endpoint{Addr: "10.244.1.7", Port: 41000,
+			K8sNamespace: "front", K8sPod: "web-5d8f7c9b4-x2x7k", K8sNode: "node-a", K8sWorkload: "Deployment/web"},
+		Destination: diagnosis.Endpoint{Addr: "10.96.77.77", Port: 8080, K8sNamespace: "prod"},
+		Key:         "service_no_endpoints/no_ready_endpoints/10.96.77.77:8080/netns:1",
+		FirstSeen:   t0,
+		LastSeen:    t0,
+		Count:       1,
+	}
+}
+
 // Only literal addresses, no transport, unknown severity: nothing invented.
 func sparse() diagnosis.Diagnosis {
 	return diagnosis.Diagnosis{
@@ -124,6 +150,7 @@ func TestDiagnosesToLogsGolden(t *testing.T) {
 		{"syn_dropped_between_pods_ipv6", []diagnosis.Diagnosis{synDroppedBetweenPodsIPv6()}},
 		{"policy_block_into_pod", []diagnosis.Diagnosis{policyBlockIntoPod()}},
 		{"sparse", []diagnosis.Diagnosis{sparse()}},
+		{"service_without_endpoints", []diagnosis.Diagnosis{serviceWithoutEndpoints()}},
 		// One resource per affected pod or host, in arrival order.
 		{"batch_grouped_by_resource", []diagnosis.Diagnosis{synDroppedBetweenPodsIPv6(), refusedOnHost(), other}},
 	}
