@@ -349,6 +349,10 @@ type Engine struct {
 	ask       [65]uint16
 	all       uint16
 	evidenced uint16
+	// decided: the patterns whose gate also says at which triggers of
+	// those kinds they decide (decides[i]).
+	decided uint16
+	decides [maxPatterns]func(*signal.Signal) bool
 
 	flows map[connKey]*flowState
 	// conns: connections with a socket signal (long TTL); packets: only
@@ -429,15 +433,22 @@ func New(cfg Config, emit func(diagnosis.Diagnosis)) (*Engine, error) {
 	return e, nil
 }
 
-// gates fills ask and evidenced from the patterns' gates (pattern.Gate);
-// a pattern without one is asked at every signal.
+// gates fills the masks from the patterns' gates (pattern.Gate); a pattern
+// without one is asked at every signal.
 func (e *Engine) gates() {
 	for i, p := range e.patterns {
 		bit := uint16(1) << i
-		e.all |= bit
 		var g pattern.Gate
 		if gp, ok := p.(pattern.Gated); ok {
 			g = gp.Gate()
+		}
+		if g.Policy && e.cfg.Cluster == nil {
+			continue // never matches without the cluster's policy verdict
+		}
+		e.all |= bit
+		if g.Decides != nil {
+			e.decided |= bit
+			e.decides[i] = g.Decides
 		}
 		for k := range e.ask {
 			if g.Triggers == 0 || k == len(e.ask)-1 || g.Triggers.Has(signal.Kind(k)) {
@@ -779,7 +790,15 @@ func (e *Engine) evaluate(f *flowState, trigger *signal.Signal, now time.Time) {
 	if trigger != nil {
 		asked = e.ask[min(int(trigger.Kind), len(e.ask)-1)]
 	}
-	if asked &= ^e.evidenced | f.wanted; asked == 0 {
+	asked &= ^e.evidenced | f.wanted
+	if trigger != nil {
+		for m := asked & e.decided; m != 0; m &= m - 1 {
+			if i := bits.TrailingZeros16(m); !e.decides[i](trigger) {
+				asked &^= 1 << i
+			}
+		}
+	}
+	if asked == 0 {
 		return
 	}
 	ev := e.fillEvidence(f, trigger, now)

@@ -12,8 +12,9 @@ import (
 )
 
 // ungated hides a pattern's type and gate, so the engine asks it at every
-// signal through the interface. It checks the Triggers half of the gate on
-// the way: asked at a trigger kind its gate excludes, it must not decide.
+// signal through the interface. It checks what of the gate it can on the
+// way: asked at a trigger its gate excludes, or without the policy checker
+// its gate requires, it must not decide.
 type ungated struct {
 	p pattern.Pattern
 	t testing.TB
@@ -27,9 +28,17 @@ func (u ungated) Diagnose(ev *pattern.Evidence, v pattern.Verdict) diagnosis.Dia
 
 func (u ungated) Match(ev *pattern.Evidence) (pattern.Verdict, pattern.Outcome) {
 	v, out := u.p.Match(ev)
-	if g, ok := u.p.(pattern.Gated); ok && ev.Trigger != nil && out != pattern.NoMatch {
-		if tr := g.Gate().Triggers; tr != 0 && !tr.Has(ev.Trigger.Kind) {
-			u.t.Errorf("%s: outcome %d at a %s trigger, outside its gate", u.p.ID(), out, ev.Trigger.Kind)
+	g, ok := u.p.(pattern.Gated)
+	if !ok || out == pattern.NoMatch {
+		return v, out
+	}
+	gate := g.Gate()
+	if gate.Policy && ev.Policy == nil {
+		u.t.Errorf("%s: outcome %d without a policy checker", u.p.ID(), out)
+	}
+	if t := ev.Trigger; t != nil {
+		if gate.Triggers != 0 && !gate.Triggers.Has(t.Kind) || gate.Decides != nil && !gate.Decides(t) {
+			u.t.Errorf("%s: outcome %d at a trigger its gate excludes: %+v", u.p.ID(), out, *t)
 		}
 	}
 	return v, out

@@ -23,16 +23,22 @@ func (s KindSet) Has(k signal.Kind) bool { return k >= 64 || s&(1<<k) != 0 }
 // asking each of them costs as much as the rest of the correlator. A gate
 // must be exact about what it promises (asking more is always safe): it is
 // checked by the correlator's tests against every replay fixture, so a
-// change to Match that decides at another trigger kind, or on evidence its
-// Wants does not accept, must update the gate here.
+// change to Match that decides at another trigger, or on evidence its Wants
+// does not accept, must update the gate here.
 type Gate struct {
 	// Triggers: Match returns NoMatch (and never Defer) when the trigger is
 	// of any other kind. 0 = any kind. A Tick (Trigger nil) always asks.
 	Triggers KindSet
+	// Decides, when set, refines Triggers: Match returns NoMatch at a
+	// trigger t for which Decides(t) is false. Cheap, no evidence.
+	Decides func(t *signal.Signal) bool
 	// Evidenced: Match returns NoMatch, at a trigger or on a Tick, unless
 	// Wants was true for at least one signal the correlator recorded for the
 	// connection (the trigger included).
 	Evidenced bool
+	// Policy: Match returns NoMatch without a policy checker
+	// (Evidence.Policy nil: no cluster context).
+	Policy bool
 }
 
 // Gated is implemented by patterns that declare a Gate. A pattern without
@@ -44,14 +50,27 @@ type Gated interface {
 // The library's gates, next to one another so that they are read together;
 // each restates the trigger switch of its pattern's Match.
 
-// Gate: decides at the RST received in SYN_SENT and at the client's close.
+// Gate: decides at the RST received in SYN_SENT and at the client's close
+// with ECONNREFUSED (on a Tick: with that RST recorded); both wanted.
 func (ConnectionRefused) Gate() Gate {
-	return Gate{Triggers: KindsOf(signal.KindResetReceived, signal.KindStateChange)}
+	return Gate{Triggers: KindsOf(signal.KindResetReceived, signal.KindStateChange), Decides: refusedDecides,
+		Evidenced: true}
 }
 
-// Gate: decides at a SYN retransmit and at the client's close.
+func refusedDecides(t *signal.Signal) bool {
+	return resetInSynSent(t) || ClientClose(t) && t.SkErr == ECONNREFUSED
+}
+
+// Gate: decides at a SYN retransmit and at the client's close with
+// ETIMEDOUT or EHOSTUNREACH (on a Tick: with SYN retransmits recorded); all
+// wanted.
 func (SYNDropped) Gate() Gate {
-	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange)}
+	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange), Decides: synDecides, Evidenced: true}
+}
+
+func synDecides(t *signal.Signal) bool {
+	return t.Kind == signal.KindRetransmit && t.State == signal.StateSynSent ||
+		ClientClose(t) && (t.SkErr == ETIMEDOUT || t.SkErr == EHOSTUNREACH)
 }
 
 // Gate: any trigger, but only with an EBUSY retransmit, a neighbour drop or
@@ -72,22 +91,55 @@ func (RouteFailure) Gate() Gate { return Gate{Evidenced: true} }
 // Gate: any trigger, with a listen overflow drop (wanted) recorded.
 func (ListenOverflow) Gate() Gate { return Gate{Evidenced: true} }
 
-// Gate: decides at retransmits and state changes.
+// Gate: decides at timer-driven retransmits of data and at the close of a
+// data state with ETIMEDOUT, EHOSTUNREACH or ENETUNREACH.
 func (Blackhole) Gate() Gate {
-	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange)}
+	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange), Decides: blackholeDecides}
 }
 
-// Gate: decides at retransmits and state changes.
+func blackholeDecides(t *signal.Signal) bool {
+	switch t.Kind {
+	case signal.KindRetransmit:
+		return dataState(t.State) && t.Retransmits > 0
+	case signal.KindStateChange:
+		return t.State == signal.StateClose && dataState(t.OldState) &&
+			(t.SkErr == ETIMEDOUT || t.SkErr == EHOSTUNREACH || t.SkErr == 101)
+	}
+	return false
+}
+
+// Gate: decides at timer-driven retransmits of data or a FIN and at the
+// close of those states with ETIMEDOUT.
 func (HalfOpen) Gate() Gate {
-	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange)}
+	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange), Decides: halfOpenDecides}
 }
 
-// Gate: decides at drops, RSTs sent or received and state changes.
+func halfOpenDecides(t *signal.Signal) bool {
+	switch t.Kind {
+	case signal.KindRetransmit:
+		return anyState(t.State) && t.Retransmits > 0
+	case signal.KindStateChange:
+		return t.State == signal.StateClose && anyState(t.OldState) && t.SkErr == ETIMEDOUT
+	}
+	return false
+}
+
+// Gate: decides at a segment meeting no socket (its drop or the RST sent for
+// it), at a RST received in ESTABLISHED and at the close it causes.
 func (PeerLostState) Gate() Gate {
-	return Gate{Triggers: KindsOf(signal.KindDrop, signal.KindResetSent, signal.KindResetReceived, signal.KindStateChange)}
+	return Gate{Triggers: KindsOf(signal.KindDrop, signal.KindResetSent, signal.KindResetReceived, signal.KindStateChange),
+		Decides: peerLostDecides}
 }
 
-// Gate: matches only where syn_dropped or connection_refused does.
-func (p NetworkPolicyBlock) Gate() Gate {
-	return Gate{Triggers: p.SYN.Gate().Triggers | p.Refused.Gate().Triggers}
+func peerLostDecides(t *signal.Signal) bool {
+	return lostDrop(t) || lostReset(t) || peerReset(t) || resetClose(t)
 }
+
+// Gate: matches only where syn_dropped or connection_refused does, and only
+// with the cluster's policy verdict.
+func (p NetworkPolicyBlock) Gate() Gate {
+	return Gate{Triggers: p.SYN.Gate().Triggers | p.Refused.Gate().Triggers, Decides: policyDecides, Evidenced: true,
+		Policy: true}
+}
+
+func policyDecides(t *signal.Signal) bool { return synDecides(t) || refusedDecides(t) }
