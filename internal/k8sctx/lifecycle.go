@@ -33,15 +33,19 @@ var (
 )
 
 // Lifecycle lists, oldest first, what happened at or before at (and not
-// before since, unless since is zero) to every pod that held ip by then:
+// before since; zero: not before the index's window ending at at, even if
+// not pruned yet) to every pod that held ip by then:
 // container restarts and terminations while it held the address, its
 // deletion, or its release of the address (a deletion with the address
 // released at that moment is one event), and whether the node of the
 // address, or of the pod holding it at at, is NotReady (a state: reported
-// whatever since says). History older than the index's window is gone.
+// whatever since says).
 func (x *Index) Lifecycle(ip netip.Addr, since, at time.Time) []LifecycleEvent {
 	ip = ip.Unmap()
-	in := func(t time.Time) bool { return !t.After(at) && (since.IsZero() || !t.Before(since)) }
+	if since.IsZero() {
+		since = at.Add(-x.window)
+	}
+	in := func(t time.Time) bool { return !t.After(at) && !t.Before(since) }
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	owners := x.byIP[ip]

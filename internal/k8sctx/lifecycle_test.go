@@ -71,6 +71,14 @@ func TestLifecycle(t *testing.T) {
 				x.SetPod(restarted(p, 1, t0.Add(15*time.Second), "Error", 1))
 			},
 			since: 16 * time.Second, at: 30 * time.Second, want: ""},
+		{name: "a restart older than the window, not pruned yet, is not said",
+			setup: func(c *clock, x *Index) {
+				p := testPod("prod", "backend-0", "10.0.0.5", t0.Add(-time.Hour))
+				x.SetPod(p)
+				c.advance(20 * time.Second)
+				x.SetPod(restarted(p, 1, t0.Add(15*time.Second), "Error", 1))
+			},
+			at: 11 * time.Minute, want: ""},
 		{name: "deleted, nobody holds the address",
 			setup: func(c *clock, x *Index) {
 				x.SetPod(testPod("prod", "cache-0", "10.0.0.5", t0.Add(-time.Minute)))

@@ -49,7 +49,7 @@ type LifecycleEvent struct {
 // passing to another pod, a NotReady node).
 type Lifecycle interface {
 	// Lifecycle lists, oldest first, the events at or before at and not
-	// before since (zero: all the history the cluster keeps, the
+	// before since (zero: the cluster's history window, at least the
 	// correlation window) of the pods that held addr and of their nodes.
 	Lifecycle(addr netip.Addr, since, at time.Time) []LifecycleEvent
 }
@@ -116,6 +116,8 @@ func AnnotateLifecycle(c Cluster, v Verdict, d *diagnosis.Diagnosis, at time.Tim
 	if err != nil || !peer.IsValid() {
 		return
 	}
+	// The cluster's whole history window, not only the correlation
+	// window: an idle connection learns of a restart minutes later.
 	evs := lc.Lifecycle(peer, time.Time{}, at)
 	e, ok := explaining(evs, role)
 	if !ok {
