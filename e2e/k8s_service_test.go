@@ -285,3 +285,35 @@ func TestServiceBackendNotReady(t *testing.T) {
 		})
 	}
 }
+
+// The API server goes down after the cluster context learnt the Service:
+// the diagnosis still names it from the last known state, says the context
+// is unavailable and lowers the confidence.
+func TestServiceNoEndpointsAPIDown(t *testing.T) {
+	c := startCluster(t)
+	sl := newServiceLab(t, c, 30)
+	sl.endpoints(t, "not ready")
+	sl.waitService(t, sl.vip, svcPort, "the not-ready endpoint", func(f pattern.ServiceFact) bool { return f.NotReady == 1 })
+	sl.routeVIPThroughNode(t)
+	sl.nodeRule(t, "REJECT", "--reject-with", "icmp-port-unreachable")
+	c.srv.StopAPIServer()
+	deadline := time.Now().Add(10 * time.Second)
+	for ok, _ := c.provider.Available(); ok; ok, _ = c.provider.Available() {
+		if time.Now().After(deadline) {
+			t.Fatal("the outage was not noticed in 10s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	d := sl.dial(t, netip.AddrPortFrom(sl.vip, svcPort), 3*time.Second)
+	if d.Pattern != diagnosis.PatternServiceNoEndpoints {
+		t.Fatalf("pattern %s, want service_no_endpoints from the last known state: %s", d.Pattern, d.Summary)
+	}
+	mustContainAll(t, "details", d.Details, "Service "+sl.prod+"/backend", "Kubernetes context is unavailable", "confidence is lowered")
+	if !hasEvidence(d, "k8s", "cluster context unavailable: API server unreachable") {
+		t.Errorf("no evidence saying the API server is unreachable: %+v", d.Evidence)
+	}
+	if d.Confidence > 0.8 {
+		t.Errorf("confidence %.2f, want it lowered from the 0.95 of an available context", d.Confidence)
+	}
+	sl.checkClient(t, d)
+}
