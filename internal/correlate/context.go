@@ -108,3 +108,11 @@ func ruleDrop(ev *pattern.Evidence, where pattern.Netns) *signal.Signal {
 	}
 	return first
 }
+
+// WithOverload gives the library's server-overload patterns their host
+// context (pattern.AcceptQueueFull, pattern.ConntrackTableFull: they decide
+// on it, so it is asked at their decision points, not after the ranking):
+// cfg.Patterns becomes the library built from cfg's settings with o.
+func WithOverload(cfg *Config, o pattern.OverloadContext) {
+	cfg.Patterns = pattern.Library(pattern.Options{SYNTimeout: cfg.SYNTimeout, ARPTimeout: cfg.ARPTimeout, Overload: o})
+}

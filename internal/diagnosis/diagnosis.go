@@ -26,6 +26,8 @@ const (
 	PatternICMPError      Pattern = "icmp_error"
 	PatternRouteFailure   Pattern = "route_failure"
 	PatternListenOverflow Pattern = "listen_overflow"
+	// A namespace's conntrack table had no room for a new flow.
+	PatternConntrackTableFull Pattern = "conntrack_table_full"
 	// A NetworkPolicy denies a failing connection (outranks syn_dropped and connection_refused).
 	PatternNetworkPolicyBlock Pattern = "network_policy_block"
 	// A connection to a Service address (or to a backend that is no longer

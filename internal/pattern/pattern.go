@@ -157,14 +157,22 @@ type Options struct {
 	// MinRetransmits: consecutive retransmission timeouts before an
 	// established flow is diagnosed (blackhole, half_open); 0 = the default.
 	MinRetransmits int
+	// Overload: host context for AcceptQueueFull and ConntrackTableFull;
+	// nil leaves them out (replays, no host context).
+	Overload OverloadContext
 }
 
 // Library returns every pattern with the given settings.
 func Library(o Options) []Pattern {
-	return []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{},
+	ps := []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{},
 		RouteFailure{}, ListenOverflow{},
 		Blackhole{MinRetransmits: o.MinRetransmits}, HalfOpen{MinRetransmits: o.MinRetransmits}, PeerLostState{},
 		NetworkPolicyBlock{SYN: SYNDropped{Timeout: o.SYNTimeout}}, ServiceNoEndpoints{SYN: SYNDropped{Timeout: o.SYNTimeout}}}
+	if o.Overload != nil {
+		ps = append(ps, AcceptQueueFull{SYN: SYNDropped{Timeout: o.SYNTimeout}, Host: o.Overload},
+			ConntrackTableFull{SYN: SYNDropped{Timeout: o.SYNTimeout}, Host: o.Overload})
+	}
+	return ps
 }
 
 // Errno values seen in sk_err and hook return codes (Linux, all architectures
