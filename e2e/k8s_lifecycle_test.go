@@ -155,6 +155,9 @@ func TestLifecyclePeerRestarted(t *testing.T) {
 			client := l.MustAddHost(t, "client")
 			old := l.MustAddHost(t, "server")
 			repl := l.MustAddHost(t, "server2")
+			// An API server per subtest: closing the probes ends threads they
+			// locked, and the kernel kills a child whose forking thread ends
+			// (apitest's Pdeathsig), so the server must not outlive them.
 			c := startCluster(t)
 			front, prod := c.namespace(t, "front"), c.namespace(t, "prod")
 			c.pod(t, front, "web-5d8f7c9b4-x2x7k", client.IP, webLabels, 9000)
