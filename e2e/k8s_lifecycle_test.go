@@ -409,4 +409,8 @@ func TestRemotePeerRestarted(t *testing.T) {
 	if d.Destination.NetnsInode != 0 {
 		t.Errorf("destination netns %d: the remote peer's namespace is unknown here", d.Destination.NetnsInode)
 	}
+	time.Sleep(300 * time.Millisecond)
+	recordSignals(t, p, "peer_lost_remote", "Recorded by e2e TestRemotePeerRestarted -record: only the client namespace's signals (the peer\n"+
+		"is remote); the peer's link goes down while the client writes, a new namespace takes its IP and\n"+
+		"listens on the port. Expect peer_lost_state, reset_after_outage, at the client's close.")
 }
