@@ -49,6 +49,10 @@ func newCorrelator(cfg *Config, cluster pattern.Cluster, emit func(diagnosis.Dia
 	// diagnosis is built.
 	if cfg.Source == SourceKernel {
 		ecfg.NetnsNamer, ecfg.Host, ecfg.Rules = hostContext()
+		// The server-overload patterns decide on the host's own state
+		// (accept queues, conntrack tables), asked at a failing connect's
+		// first overdue SYN retransmits.
+		correlate.WithOverload(&ecfg, overloadContext())
 	}
 	e, err := correlate.New(ecfg, emit)
 	if err != nil {

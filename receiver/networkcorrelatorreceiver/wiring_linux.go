@@ -21,6 +21,10 @@ func hostContext() (correlate.NetnsNamer, correlate.HostContext, correlate.RuleA
 	return names, hostFacts{hostctx.NewNetlink()}, ruleFacts{hostctx.NewNetfilter(names)}
 }
 
+// overloadContext finds full accept queues and conntrack tables
+// (sock_diag, /proc, ctnetlink in the namespace concerned).
+func overloadContext() pattern.OverloadContext { return hostctx.NewOverload() }
+
 // hostFacts adapts hostctx.Host to the correlator's HostContext.
 type hostFacts struct{ h hostctx.Host }
 

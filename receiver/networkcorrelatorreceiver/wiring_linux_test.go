@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 
 	"github.com/network-correlator/network-correlator/internal/lab"
+	"github.com/network-correlator/network-correlator/internal/pattern"
 	"github.com/network-correlator/network-correlator/internal/probe"
 	"github.com/network-correlator/network-correlator/internal/signal"
 )
@@ -42,6 +43,10 @@ func TestHostContextAdapters(t *testing.T) {
 	ls, err := host.Listeners(ns, 1) // tcpmux: nobody listens
 	if err != nil || len(ls) != 0 {
 		t.Errorf("listeners on port 1 = %v, %v; want none", ls, err)
+	}
+	// The overload patterns' context reads this namespace's conntrack table.
+	if ct, err := overloadContext().Conntrack(pattern.Netns{Inode: ns}); err != nil || ct.Max == 0 && ct.Entries != 0 {
+		t.Errorf("conntrack of this namespace = %+v, %v", ct, err)
 	}
 	// A drop in a namespace that does not exist is not attributed, with a reason.
 	if m, err := rules.Attribute(&signal.Signal{Kind: signal.KindDrop, NetnsInode: 1, DropReason: "NETFILTER_DROP"}); err == nil {
