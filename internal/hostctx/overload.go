@@ -46,7 +46,9 @@ type Overload struct {
 	MaxLookups        int // listener lookups per second
 	CTMinInterval     time.Duration
 	// AddrTTL: how long the address -> namespace index is trusted; a miss
-	// rebuilds it at most once per AddrMinRescan.
+	// rebuilds it at most once per AddrMinRescan, so that SYNs unanswered by
+	// remote hosts (every one is asked about) cost a map lookup, not a scan
+	// of every namespace; a namespace created since is missed until then.
 	AddrTTL, AddrMinRescan time.Duration
 	// MaxProcScan bounds the processes whose file descriptors are read to
 	// name a listener's owner (those in its namespace are read first).
@@ -93,7 +95,7 @@ type ctReading struct {
 // NewOverload returns the implementation over the live /proc and /run/netns.
 func NewOverload() *Overload {
 	return &Overload{ProcDir: "/proc", NetnsDir: "/run/netns", AnswerTTL: 500 * time.Millisecond, MaxLookups: 20,
-		CTMinInterval: 100 * time.Millisecond, AddrTTL: 10 * time.Second, AddrMinRescan: time.Second,
+		CTMinInterval: 100 * time.Millisecond, AddrTTL: 30 * time.Second, AddrMinRescan: 5 * time.Second,
 		MaxProcScan: 1024, OwnerBudget: 25 * time.Millisecond, now: time.Now, nl: NewNetlink(), maxCached: 1024,
 		answers: map[aqKey]aqAnswer{}, mib: map[uint32]mibReading{}, ct: map[uint32]ctReading{},
 		owner: map[[2]uint32]string{}}

@@ -23,8 +23,10 @@ const CauseAcceptQueueFull = "accept_queue_full"
 // drop, per listener (address, port and namespace): a storm of drops is one
 // aggregate; later retransmits of a connection keep it against syn_dropped.
 //
-// A conntrack table that is full is not told apart by the kernel's drop
-// reason (it is a NETFILTER_DROP like a rule's), so it is not a cause here.
+// A SYN meeting a full queue leaves no drop record: AcceptQueueFull finds
+// that case from host context. A conntrack table that is full is not told
+// apart by the kernel's drop reason (it is a NETFILTER_DROP like a rule's):
+// ConntrackTableFull asks ctnetlink.
 type ListenOverflow struct{}
 
 func (ListenOverflow) ID() diagnosis.Pattern { return diagnosis.PatternListenOverflow }
