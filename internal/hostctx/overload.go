@@ -31,7 +31,8 @@ import (
 // (an overdue SYN retransmit, a SYN's NETFILTER_DROP), from one goroutine,
 // but the lookups block that goroutine, so they are bounded: answers are
 // cached for AnswerTTL (a pattern's Match and Diagnose see one answer),
-// listener lookups are limited to MaxLookups per second (beyond it the
+// listener lookups of local destinations are limited to MaxLookups per
+// second (beyond it the
 // answer is "unknown" and syn_dropped decides as without host context), and
 // a conntrack reading is reused for CTMinInterval.
 //
@@ -112,13 +113,6 @@ func (o *Overload) AcceptQueue(client pattern.Netns, dst netip.AddrPort) (patter
 	if a, ok := o.answers[k]; ok && now.Sub(a.at) < o.AnswerTTL {
 		return a.f, a.err
 	}
-	if now.Sub(o.window) >= time.Second {
-		o.window, o.lookups = now, 0
-	}
-	if o.lookups >= o.MaxLookups {
-		return pattern.AcceptQueueFact{}, fmt.Errorf("listener lookups: more than %d/s, skipped", o.MaxLookups)
-	}
-	o.lookups++
 	f, err := o.acceptQueue(client, dst, now)
 	if len(o.answers) >= o.maxCached {
 		clear(o.answers)
@@ -141,6 +135,14 @@ func (o *Overload) acceptQueue(client pattern.Netns, dst netip.AddrPort, now tim
 	if len(owners) == 0 {
 		return pattern.AcceptQueueFact{}, fmt.Errorf("%v: %w", addr, pattern.ErrNotLocal)
 	}
+	// Only local destinations cost a lookup, so only they are limited.
+	if now.Sub(o.window) >= time.Second {
+		o.window, o.lookups = now, 0
+	}
+	if o.lookups >= o.MaxLookups {
+		return pattern.AcceptQueueFact{}, fmt.Errorf("listener lookups: more than %d/s, skipped", o.MaxLookups)
+	}
+	o.lookups++
 	f, err := o.listenerIn(owners, dst, addr, now)
 	if err != nil && !addr.IsLoopback() && now.Sub(o.addrsAt) >= o.AddrMinRescan {
 		// The index may be stale (an address moved, a namespace went).

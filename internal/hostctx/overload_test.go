@@ -168,21 +168,24 @@ func TestOverloadRateLimit(t *testing.T) {
 	o.MaxLookups = 2
 	now := time.Unix(1000, 0)
 	o.now = func() time.Time { return now }
-	o.addrs, o.addrsAt = map[netip.Addr][]uint32{}, now // nothing is local
-	for i := 0; i < 2; i++ {
-		if _, err := o.AcceptQueue(pattern.Netns{}, netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 80)); !errors.Is(err, pattern.ErrNotLocal) {
-			t.Fatalf("lookup %d: %v", i, err)
+	local := netip.MustParseAddr("192.0.2.1")
+	// A local address in a namespace that does not exist: each lookup fails
+	// after it was counted.
+	o.addrs, o.addrsAt = map[netip.Addr][]uint32{local: {1}}, now
+	for port := uint16(1); port <= 2; port++ {
+		if _, err := o.AcceptQueue(pattern.Netns{}, netip.AddrPortFrom(local, port)); err == nil || strings.Contains(err.Error(), "skipped") {
+			t.Fatalf("lookup %d: %v", port, err)
 		}
 	}
-	if _, err := o.AcceptQueue(pattern.Netns{}, netip.MustParseAddrPort("192.0.2.9:80")); err == nil || !strings.Contains(err.Error(), "skipped") {
+	if _, err := o.AcceptQueue(pattern.Netns{}, netip.AddrPortFrom(local, 3)); err == nil || !strings.Contains(err.Error(), "skipped") {
 		t.Errorf("third lookup in a second: %v, want skipped", err)
 	}
-	// A cached answer costs no lookup.
-	if _, err := o.AcceptQueue(pattern.Netns{}, netip.MustParseAddrPort("192.0.2.0:80")); !errors.Is(err, pattern.ErrNotLocal) {
-		t.Errorf("cached answer: %v", err)
+	// Remote destinations cost no lookup and are not limited.
+	if _, err := o.AcceptQueue(pattern.Netns{}, netip.MustParseAddrPort("198.51.100.1:80")); !errors.Is(err, pattern.ErrNotLocal) {
+		t.Errorf("remote destination: %v, want ErrNotLocal", err)
 	}
 	now = now.Add(time.Second)
-	if _, err := o.AcceptQueue(pattern.Netns{}, netip.MustParseAddrPort("192.0.2.9:80")); !errors.Is(err, pattern.ErrNotLocal) {
+	if _, err := o.AcceptQueue(pattern.Netns{}, netip.AddrPortFrom(local, 4)); err == nil || strings.Contains(err.Error(), "skipped") {
 		t.Errorf("next second: %v", err)
 	}
 }
