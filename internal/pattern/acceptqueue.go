@@ -9,8 +9,8 @@ import (
 )
 
 // AcceptQueueFull: a SYN to a listener on this node whose accept queue is
-// full, diagnosed as listen_overflow (cause accept_queue_full, the same
-// aggregate as ListenOverflow's) although no drop was seen.
+// full, diagnosed as listen_overflow (cause accept_queue_full, as
+// ListenOverflow's drops are) although no drop was seen.
 //
 // KERNEL facts (6.18, measured in the lab): tcp_conn_request drops a SYN
 // that meets a full accept queue (sk_ack_backlog > sk_max_ack_backlog) after
