@@ -93,7 +93,8 @@ func lifecycleRoleOf(p diagnosis.Pattern, cause string) lifecycleRole {
 // concerns: when the peer's pod restarted, was deleted, gave its address to
 // another pod, or its node is NotReady within the cluster's history, the
 // summary and details say so, the event is evidence with its time, the
-// confidence rises and the resolution starts with what fits that event.
+// confidence rises and the resolution starts with what fits that event
+// (said once: not when the address's history already has it).
 // Only causes the peer's lifecycle can explain are annotated
 // (peer_lost_state; half_open, blackhole, syn_dropped and arp_failure
 // without a local cause). The peer is the diagnosis' destination, or for arp_failure the
@@ -138,13 +139,25 @@ func AnnotateLifecycle(c Cluster, v Verdict, d *diagnosis.Diagnosis, at time.Tim
 		d.Confidence = clamp(d.Confidence + 0.1)
 	}
 	d.Resolution = e.resolution() + " " + d.Resolution
-	fact := e.fact(peer)
-	for _, x := range d.Evidence {
-		if x.Source == lifecycleSource && x.Fact == fact {
-			return
+	if !inHistory(c, d.Destination, peer, e.Time, at) {
+		d.Evidence = append(d.Evidence, diagnosis.Evidence{Time: e.Time, Source: lifecycleSource, Fact: e.fact(peer)})
+	}
+}
+
+// inHistory reports whether the destination's history, which
+// AnnotateCluster adds as evidence, already has a fact at the event's time:
+// the event is then said once.
+func inHistory(c Cluster, dst diagnosis.Endpoint, peer netip.Addr, t, at time.Time) bool {
+	if a, err := netip.ParseAddr(dst.Addr); err != nil || a != peer {
+		return false
+	}
+	hist, _ := c.Annotate(&dst, at)
+	for _, h := range hist {
+		if h.Time.Equal(t) {
+			return true
 		}
 	}
-	d.Evidence = append(d.Evidence, diagnosis.Evidence{Time: e.Time, Source: lifecycleSource, Fact: fact})
+	return false
 }
 
 const lifecycleSource = "k8s:lifecycle"

@@ -12,13 +12,14 @@ import (
 
 // lifecycleCluster answers Lifecycle from a fixed list per address.
 type lifecycleCluster struct {
-	events map[netip.Addr][]LifecycleEvent
-	asked  []netip.Addr
+	events  map[netip.Addr][]LifecycleEvent
+	history []diagnosis.Evidence // Annotate's, for every address
+	asked   []netip.Addr
 }
 
 func (*lifecycleCluster) Available() (bool, string) { return true, "" }
-func (*lifecycleCluster) Annotate(*diagnosis.Endpoint, time.Time) ([]diagnosis.Evidence, bool) {
-	return nil, false
+func (c *lifecycleCluster) Annotate(*diagnosis.Endpoint, time.Time) ([]diagnosis.Evidence, bool) {
+	return c.history, false
 }
 func (*lifecycleCluster) PolicyCheck(signal.Flow, bool) (PolicyFact, bool) {
 	return PolicyFact{}, false
@@ -158,16 +159,40 @@ func TestAnnotateLifecycle(t *testing.T) {
 	}
 }
 
+// An event the destination's history already has (AnnotateCluster adds
+// it) is not added again; at another time, or for another address (an ARP
+// next hop), it is.
 func TestAnnotateLifecycleOnce(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	peer := netip.MustParseAddr("10.244.1.7")
+	hop := netip.MustParseAddr("10.0.0.12")
 	e := LifecycleEvent{Time: at.Add(-time.Minute), Kind: LifecycleDeleted, Namespace: "prod", Pod: "cache-0"}
-	c := &lifecycleCluster{events: map[netip.Addr][]LifecycleEvent{peer: {e}}}
-	d := diagnosis.Diagnosis{Pattern: diagnosis.PatternBlackhole, Destination: diagnosis.Endpoint{Addr: peer.String()},
-		Evidence: []diagnosis.Evidence{{Time: e.Time, Source: lifecycleSource, Fact: e.fact(peer)}}}
-	AnnotateLifecycle(c, Verdict{Cause: CauseNoLocalDrop}, &d, at)
-	if len(d.Evidence) != 1 {
-		t.Errorf("the same fact twice: %+v", d.Evidence)
+	for _, tc := range []struct {
+		name    string
+		histAt  time.Time
+		subject netip.Addr
+		want    int
+	}{
+		{"in the history", e.Time, netip.Addr{}, 0},
+		{"history at another time", e.Time.Add(-time.Second), netip.Addr{}, 1},
+		{"the next hop, not the destination", e.Time, hop, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &lifecycleCluster{events: map[netip.Addr][]LifecycleEvent{peer: {e}, hop: {e}},
+				history: []diagnosis.Evidence{{Time: tc.histAt, Source: "k8s", Fact: "pod prod/cache-0 deleted"}}}
+			d := diagnosis.Diagnosis{Pattern: diagnosis.PatternARPFailure, Destination: diagnosis.Endpoint{Addr: peer.String()}}
+			v := Verdict{Cause: CauseNeighGone}
+			if tc.subject.IsValid() {
+				v.Subject = netip.AddrPortFrom(tc.subject, 0)
+			}
+			AnnotateLifecycle(c, v, &d, at)
+			if !strings.Contains(d.Summary, "deleted 1m ago") {
+				t.Errorf("summary %q does not name the deletion", d.Summary)
+			}
+			if len(d.Evidence) != tc.want {
+				t.Errorf("%d evidence entries, want %d: %+v", len(d.Evidence), tc.want, d.Evidence)
+			}
+		})
 	}
 }
 
