@@ -92,16 +92,6 @@ func (g gateChecked) Match(ev *pattern.Evidence) (pattern.Verdict, pattern.Outco
 	return v, out
 }
 
-func byPattern(ds []diagnosis.Diagnosis, p diagnosis.Pattern) []diagnosis.Diagnosis {
-	var out []diagnosis.Diagnosis
-	for _, d := range ds {
-		if d.Pattern == p {
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
 var aqAt = time.Date(2026, 11, 26, 1, 0, 1, 0, time.UTC)
 
 func TestAcceptQueueFull(t *testing.T) {
