@@ -85,6 +85,8 @@ type ServiceCluster interface {
 //
 // A Service with ready endpoints, a ready backend, or an address the
 // cluster does not know are near misses: the kernel pattern keeps them.
+// While the cluster context is unavailable the last known state decides;
+// AnnotateCluster then says so and lowers the confidence.
 type ServiceNoEndpoints struct {
 	SYN     SYNDropped
 	Refused ConnectionRefused
@@ -238,7 +240,7 @@ func (p ServiceNoEndpoints) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosi
 		if !sf.LostReadyAt.IsZero() {
 			d.Details += fmt.Sprintf(" Its last ready endpoint went away at %s.", stamp(sf.LostReadyAt))
 		} else if !sf.Created.IsZero() {
-			d.Details += fmt.Sprintf(" No ready endpoint was seen since the Service was created at %s or the context started.", stamp(sf.Created))
+			d.Details += fmt.Sprintf(" No endpoint of it was seen ready while watched (the Service exists since %s).", stamp(sf.Created))
 		}
 		d.Details += selectorText(&sf)
 		if rejected(b, kind) {
