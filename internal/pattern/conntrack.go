@@ -31,7 +31,9 @@ var conntrackSubject = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 //
 // Asked at a SYN's NETFILTER_DROP (which also gives the counters a reading
 // to compare with) and decided where syn_dropped would blame a netfilter
-// rule (the first SYN retransmit, ~1 s after connect()): it matches when
+// rule (the first SYN retransmit, ~1 s after connect()), or, for a client
+// on another host (no retransmit seen here), at the drop of its
+// retransmitted SYN: it matches when
 // the table is full or its drop counter rose since the previous reading,
 // and outranks syn_dropped because the rule attribution cannot explain a
 // drop made before the filter chains (conntrack's hooks run at priority
@@ -74,12 +76,20 @@ func (p ConntrackTableFull) Match(ev *Evidence) (Verdict, Outcome) {
 			return Verdict{}, NoMatch
 		}
 	case nfSYNDrop(t) && t.Flow == ev.Flow:
-		if r.Count == 0 {
+		if r.Count > 0 {
+			return Verdict{}, NoMatch // decided at the retransmits
+		}
+		if !p.SYN.overdue(ev, t) {
 			// Too early to diagnose: read the counters now, so the
 			// decision at the retransmit sees them rise.
 			_, _ = p.Host.Conntrack(NetnsOf(t))
+			return Verdict{}, NoMatch
 		}
-		return Verdict{}, NoMatch
+		// The same SYN dropped again with no retransmit seen: the client
+		// is on another host (e.g. a NodePort), decide on its drops.
+		if ev.Client.Known() || synDrops(ev) > maxOverloadAsks {
+			return Verdict{}, NoMatch
+		}
 	case t.Kind == signal.KindRetransmit && t.State == signal.StateSynSent && t.Flow == ev.Flow:
 		if !p.SYN.overdue(ev, t) {
 			return Verdict{}, NoMatch
@@ -107,6 +117,12 @@ func (p ConntrackTableFull) Match(ev *Evidence) (Verdict, Outcome) {
 		Why: "the namespace's conntrack table is full: conntrack, not a rule, dropped the SYN"}, Match
 }
 
+func synDrops(ev *Evidence) int {
+	n := 0
+	ev.SynDrops(func(*signal.Signal) bool { n++; return true })
+	return n
+}
+
 func (p ConntrackTableFull) lookup(drop *signal.Signal) (ConntrackFact, bool) {
 	f, err := p.Host.Conntrack(NetnsOf(drop))
 	if err != nil || !f.Full() && f.DropsRose() == 0 {
@@ -122,6 +138,10 @@ func (p ConntrackTableFull) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosi
 	dst := netip.AddrPortFrom(ev.Flow.Dst, ev.Flow.DstPort)
 	r := ev.Retrans()
 	state := "full"
+	seen := fmt.Sprintf("%d SYN retransmit(s) seen", r.Count)
+	if r.Count == 0 {
+		seen = fmt.Sprintf("the client is not on this node: %d drops of its SYN seen", synDrops(ev))
+	}
 	if !f.Full() {
 		state = "overflowing (full moments ago)"
 	}
@@ -130,10 +150,10 @@ func (p ConntrackTableFull) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosi
 		ErrorType: "ETIMEDOUT", Flow: ev.Flow, Confidence: v.Confidence,
 		Summary: fmt.Sprintf("SYN to %s dropped in %s: conntrack table %s (%d/%d entries)", dst, where, state,
 			f.Entries, f.Max),
-		Details: fmt.Sprintf("netfilter dropped the SYN in %s at %s (%d SYN retransmit(s) seen), and conntrack "+
+		Details: fmt.Sprintf("netfilter dropped the SYN in %s at %s (%s), and conntrack "+
 			"did it: the namespace's table holds %d entries of nf_conntrack_max %d, so a new flow gets no entry "+
 			"unless early_drop can evict an unassured one; ctnetlink statistics: %s.", where,
-			orUnknown(drop.DropLocation), r.Count, f.Entries, f.Max, f.counters()),
+			orUnknown(drop.DropLocation), seen, f.Entries, f.Max, f.counters()),
 		Impact: "every new connection through that namespace (in and out) is dropped while the table stays full; " +
 			"established flows keep working",
 		Resolution: fmt.Sprintf("Raise net.netfilter.nf_conntrack_max (global: set it in the host namespace, "+
@@ -154,6 +174,8 @@ func (p ConntrackTableFull) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosi
 	var first *signal.Signal
 	if r.Count > 0 {
 		first = &r.First
+	} else if t := ev.Trigger; t != nil && nfSYNDrop(t) && !t.Time.Equal(drop.Time) {
+		first = ev.Trigger // the retransmitted SYN's drop
 	}
 	d.Evidence = appendRule(ev, evidenceFrom(ev, drop, first))
 	d.Evidence = append(d.Evidence, diagnosis.Evidence{Time: f.At, Source: "hostctx:ctnetlink",

@@ -244,6 +244,50 @@ func TestConntrackTableFull(t *testing.T) {
 	}
 }
 
+// A client on another host: only the drops of its SYN are seen here.
+func TestConntrackTableFullRemoteClient(t *testing.T) {
+	at := time.Date(2026, 11, 26, 2, 10, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		ct   []pattern.ConntrackFact
+		want int // conntrack_table_full causes
+	}{
+		{"full", []pattern.ConntrackFact{{At: at, Entries: 16, Max: 16, Drop: 1}, {At: at.Add(time.Second), Entries: 16, Max: 16, Drop: 2}}, 1},
+		{"room in the table", []pattern.ConntrackFact{{At: at, Entries: 3, Max: 16}, {At: at.Add(time.Second), Entries: 3, Max: 16}}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := &fakeOverload{ct: tc.ct}
+			ds, _ := replayFixture(t, "conntrack_table_full_remote_client.jsonl", nil, withOverload(t, o, &noRule{}))
+			keys := map[string]bool{}
+			for _, d := range ds {
+				keys[d.Key] = true // the first emission and its window's update
+			}
+			if len(keys) != tc.want {
+				t.Fatalf("got %v, want %d conntrack_table_full", keysOf(ds), tc.want)
+			}
+			if len(o.ctNS) > 1+maxAsks {
+				t.Errorf("%d conntrack readings for one connection", len(o.ctNS))
+			}
+			if tc.want == 0 {
+				return
+			}
+			d := ds[0]
+			if d.Pattern != diagnosis.PatternConntrackTableFull || d.Confidence != 0.95 ||
+				!d.FirstSeen.Equal(at) || !d.LastSeen.Equal(at.Add(1010*time.Millisecond)) {
+				t.Errorf("got %s %.2f %s..%s", d.Key, d.Confidence, d.FirstSeen, d.LastSeen)
+			}
+			mustContain(t, "details", d.Details, "the client is not on this node: 2 drops of its SYN seen")
+			if n := len(d.Evidence); n < 3 || d.Evidence[0].Source != "skb:kfree_skb" || d.Evidence[1].Source != "skb:kfree_skb" {
+				t.Errorf("evidence %+v, want both drops first", d.Evidence)
+			}
+		})
+	}
+}
+
+// maxAsks mirrors the patterns' limit of decisions per connection.
+const maxAsks = 3
+
 // Without host context (replays, non-Linux) the library has neither
 // pattern and the evidence stays syn_dropped's.
 func TestOverloadNeedsHostContext(t *testing.T) {
