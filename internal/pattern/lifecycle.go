@@ -167,13 +167,8 @@ const lifecycleSource = "k8s:lifecycle"
 func explaining(evs []LifecycleEvent, role lifecycleRole) (LifecycleEvent, bool) {
 	for i := len(evs) - 1; i >= 0; i-- {
 		e := evs[i]
-		switch e.Kind {
-		case LifecycleRestarted, LifecycleDeleted, LifecycleIPReleased:
+		if e.Kind != LifecycleNodeNotReady || role == roleSilent {
 			return e, true
-		case LifecycleTerminated, LifecycleNodeNotReady:
-			if role == roleSilent {
-				return e, true
-			}
 		}
 	}
 	return LifecycleEvent{}, false
