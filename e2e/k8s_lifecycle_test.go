@@ -139,7 +139,8 @@ func useAfterLoss(t *testing.T, c net.Conn) {
 // peer_lost_state names the pod, the event and its age.
 func TestLifecyclePeerRestarted(t *testing.T) {
 	const port = 8080
-	for _, tc := range []struct {
+	c := startCluster(t) // one API server for the subtests, a namespace each
+	for i, tc := range []struct {
 		name string
 		// lose changes the cluster once the old server is gone and returns
 		// the event kind to wait for.
@@ -183,11 +184,7 @@ func TestLifecyclePeerRestarted(t *testing.T) {
 			client := l.MustAddHost(t, "client")
 			old := l.MustAddHost(t, "server")
 			repl := l.MustAddHost(t, "server2")
-			// An API server per subtest: closing the probes ends threads they
-			// locked, and the kernel kills a child whose forking thread ends
-			// (apitest's Pdeathsig), so the server must not outlive them.
-			c := startCluster(t)
-			front, prod := c.namespace(t, "front"), c.namespace(t, "prod")
+			front, prod := c.namespace(t, fmt.Sprint("front", i)), c.namespace(t, fmt.Sprint("prod", i))
 			c.pod(t, front, "web-5d8f7c9b4-x2x7k", client.IP, webLabels, 9000)
 			const backend = "backend-7d4b9c-x8k2p"
 			c.pod(t, prod, backend, old.IP, map[string]string{"app": "backend", "pod-template-hash": "7d4b9c"}, port)
@@ -278,7 +275,8 @@ type lifecycleWant struct {
 // diagnosis names its pod's node.
 func TestLifecycleARP(t *testing.T) {
 	podIP := netip.MustParseAddr("10.250.2.7") // off the lab subnet: routed through its node
-	for _, tc := range []struct {
+	c := startCluster(t)                       // one API server for the subtests, a namespace each
+	for i, tc := range []struct {
 		name string
 		// setup prepares the cluster and the client and returns the address
 		// to dial; next is the neighbour that fails.
@@ -339,8 +337,7 @@ func TestLifecycleARP(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l := lab.New(t)
 			client := l.MustAddHost(t, "client")
-			c := startCluster(t)
-			front, prod := c.namespace(t, "front"), c.namespace(t, "prod")
+			front, prod := c.namespace(t, fmt.Sprint("front", i)), c.namespace(t, fmt.Sprint("prod", i))
 			c.pod(t, front, "web-5d8f7c9b4-x2x7k", client.IP, webLabels, 9000)
 			// .200 of the lab subnet: on link, held by no lab host.
 			a := client.IP.As4()
