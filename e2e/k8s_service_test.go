@@ -118,11 +118,12 @@ func (sl *serviceLab) dial(t *testing.T, to netip.AddrPort, timeout time.Duratio
 	d := p.waitFor(t, timeout+2*time.Second, "a diagnosis", func(d diagnosis.Diagnosis) bool {
 		return d.Flow.Dst == to.Addr() && d.Flow.DstPort == to.Port()
 	})
+	took := time.Since(start)
 	if err := <-done; err == nil {
 		t.Errorf("connect to %s succeeded", to)
 	}
 	t.Logf("after %s: %s: %s (%.2f)\n  details: %s\n  resolution: %s\n  key: %s\n  evidence: %+v",
-		time.Since(start).Round(time.Millisecond), d.Pattern, d.Summary, d.Confidence, d.Details, d.Resolution, d.Key, d.Evidence)
+		took.Round(time.Millisecond), d.Pattern, d.Summary, d.Confidence, d.Details, d.Resolution, d.Key, d.Evidence)
 	return d
 }
 
