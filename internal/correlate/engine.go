@@ -29,11 +29,11 @@
 package correlate
 
 import (
-	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"math/bits"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -203,10 +203,23 @@ type connKey struct {
 func keyOf(f signal.Flow) connKey {
 	src, dst := f.Src.As16(), f.Dst.As16()
 	sp, dp := f.SrcPort, f.DstPort
-	if c := bytes.Compare(src[:], dst[:]); c > 0 || c == 0 && sp > dp {
+	// Big-endian words order as the bytes do (bytes.Compare), without a call.
+	be := binary.BigEndian
+	s0, d0 := be.Uint64(src[:8]), be.Uint64(dst[:8])
+	s1, d1 := be.Uint64(src[8:]), be.Uint64(dst[8:])
+	if s0 > d0 || s0 == d0 && (s1 > d1 || s1 == d1 && sp > dp) {
 		src, dst, sp, dp = dst, src, dp, sp
 	}
 	return connKey{a: src, b: dst, ap: sp, bp: dp, proto: f.Proto}
+}
+
+// equal is k == *o, word by word: the == operator on the struct calls
+// memequal, a fifth of a lookup's cost.
+func (k *connKey) equal(o *connKey) bool {
+	le := binary.LittleEndian
+	return le.Uint64(k.a[:8]) == le.Uint64(o.a[:8]) && le.Uint64(k.a[8:]) == le.Uint64(o.a[8:]) &&
+		le.Uint64(k.b[:8]) == le.Uint64(o.b[:8]) && le.Uint64(k.b[8:]) == le.Uint64(o.b[8:]) &&
+		k.ap == o.ap && k.bp == o.bp && k.proto == o.proto && k.ns == o.ns
 }
 
 // aggKey: pattern + cause + destination + the netns of the cause. The
@@ -258,6 +271,9 @@ type flowState struct {
 	// tuple is the 5-tuple in key order; kept signals store only their
 	// direction relative to it.
 	tuple signal.Flow
+	// hash of key, and the next connection whose key has the same hash.
+	hash  uint64
+	hnext *flowState
 	// syn: the SYN retransmits, nil until one is seen (most connections
 	// never retransmit a SYN: kept apart, recycled).
 	syn *synRetr
@@ -354,8 +370,16 @@ type Engine struct {
 	// those kinds they decide (decides[i]).
 	decided uint16
 	decides [maxPatterns]func(*signal.Signal) bool
+	// wantKinds[k]: the patterns whose Wants may accept a signal of kind k.
+	wantKinds [65]uint16
 
-	flows map[connKey]*flowState
+	// flows holds every connection under hash(key); keys whose hashes
+	// collide chain through flowState.hnext. An 8-byte key keeps the table
+	// small enough to stay in cache, where a map keyed by the 48-byte
+	// connKey missed it on most lookups (the engine's largest cost).
+	flows  map[uint64]*flowState
+	nflows int
+	seed   uint64
 	// conns: connections with a socket signal (long TTL); packets: only
 	// drops/resets seen (TTL Window, evicted first).
 	conns, packets flowList
@@ -419,7 +443,8 @@ func New(cfg Config, emit func(diagnosis.Diagnosis)) (*Engine, error) {
 		cfg:      cfg,
 		patterns: ps,
 		emit:     emit,
-		flows:    make(map[connKey]*flowState),
+		flows:    make(map[uint64]*flowState),
+		seed:     rand.Uint64() | 1,
 		aggs:     make(map[aggKey]*aggregate),
 	}
 	e.gates()
@@ -443,6 +468,11 @@ func (e *Engine) gates() {
 		if gp, ok := p.(pattern.Gated); ok {
 			g = gp.Gate()
 		}
+		for k := range e.wantKinds {
+			if g.Wanted == 0 || k == len(e.wantKinds)-1 || g.Wanted.Has(signal.Kind(k)) {
+				e.wantKinds[k] |= bit
+			}
+		}
 		if g.Policy && e.cfg.Cluster == nil {
 			continue // never matches without the cluster's policy verdict
 		}
@@ -465,7 +495,7 @@ func (e *Engine) gates() {
 // Stats returns a snapshot of the counters.
 func (e *Engine) Stats() Stats {
 	s := e.stats
-	s.FlowsTracked = len(e.flows)
+	s.FlowsTracked = e.nflows
 	s.OpenAggregates = len(e.aggs)
 	return s
 }
@@ -488,15 +518,15 @@ func (e *Engine) Observe(s signal.Signal) {
 	}
 	k := keyOf(t.Flow)
 	f := e.last
-	if f == nil || f.key != k {
-		f = e.flows[k]
-	}
-	if f == nil {
-		if !e.wanted(t) {
-			e.stats.Ignored++
-			return
+	if f == nil || !f.key.equal(&k) {
+		var h uint64
+		if f, h = e.lookup(&k); f == nil {
+			if !e.wanted(t) {
+				e.stats.Ignored++
+				return
+			}
+			f = e.newFlow(k, h, t)
 		}
-		f = e.newFlow(k, t)
 	}
 	e.last = f
 	e.record(f, t)
@@ -536,9 +566,9 @@ func (e *Engine) observeNeigh(t *signal.Signal) {
 	if k.ns == 0 {
 		k.ns = uint64(t.NetnsInode)
 	}
-	f := e.flows[k]
+	f, h := e.lookup(&k)
 	if f == nil {
-		f = e.newFlow(k, t)
+		f = e.newFlow(k, h, t)
 		f.neigh = true
 	}
 	e.record(f, t)
@@ -590,9 +620,12 @@ func (e *Engine) fillNeigh(f *flowState, now time.Time) []signal.Signal {
 	return e.neighBuf[:n]
 }
 
+// kindIdx is k's entry in the engine's per-kind masks.
+func kindIdx(k signal.Kind) int { return min(int(k), 64) }
+
 func (e *Engine) wanted(s *signal.Signal) bool {
-	for _, p := range e.patterns {
-		if wants(p, s) {
+	for m := e.wantKinds[kindIdx(s.Kind)]; m != 0; m &= m - 1 {
+		if wants(e.patterns[bits.TrailingZeros16(m)], s) {
 			return true
 		}
 	}
@@ -626,8 +659,33 @@ func wants(p pattern.Pattern, s *signal.Signal) bool {
 	return p.Wants(s)
 }
 
-func (e *Engine) newFlow(k connKey, s *signal.Signal) *flowState {
-	if len(e.flows) >= e.cfg.MaxFlows {
+// hash mixes the key's six words with the engine's random seed (so that
+// crafted tuples cannot aim at one chain); the map hashes the result again.
+func (e *Engine) hash(k *connKey) uint64 {
+	le := binary.LittleEndian
+	h := mix(le.Uint64(k.a[:8])^e.seed, le.Uint64(k.a[8:])^0xa0761d6478bd642f)
+	h = mix(h^le.Uint64(k.b[:8]), le.Uint64(k.b[8:])^0xe7037ed1a0b428db)
+	ports := uint64(k.ap) | uint64(k.bp)<<16 | uint64(k.proto)<<32
+	return mix(h^ports, k.ns^0x8ebc6af09c88c6e3)
+}
+
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// lookup returns the connection held under k (nil if none) and k's hash.
+func (e *Engine) lookup(k *connKey) (*flowState, uint64) {
+	h := e.hash(k)
+	f := e.flows[h]
+	for f != nil && !f.key.equal(k) {
+		f = f.hnext
+	}
+	return f, h
+}
+
+func (e *Engine) newFlow(k connKey, h uint64, s *signal.Signal) *flowState {
+	if e.nflows >= e.cfg.MaxFlows {
 		victim := e.packets.tail
 		if victim == nil {
 			victim = e.conns.tail
@@ -655,15 +713,31 @@ func (e *Engine) newFlow(k connKey, s *signal.Signal) *flowState {
 	if !inKeyOrder(s.Flow, &k) {
 		f.tuple = s.Flow.Reverse()
 	}
-	e.flows[k] = f
+	f.hash, f.hnext = h, e.flows[h]
+	e.flows[h] = f
+	e.nflows++
 	e.packets.pushFront(f)
 	return f
 }
 
 func (e *Engine) removeFlow(f *flowState) {
-	// Every held state is in flows under its key (newFlow), and a state is
-	// removed once: one delete, no lookup first.
-	delete(e.flows, f.key)
+	// Every held state is in flows under its hash (newFlow), and a state
+	// is removed once.
+	switch head := e.flows[f.hash]; {
+	case head == f && f.hnext == nil:
+		delete(e.flows, f.hash)
+	case head == f:
+		e.flows[f.hash] = f.hnext
+	default:
+		for p := head; p != nil; p = p.hnext {
+			if p.hnext == f {
+				p.hnext = f.hnext
+				break
+			}
+		}
+	}
+	f.hnext = nil
+	e.nflows--
 	if e.last == f {
 		e.last = nil
 	}
@@ -702,7 +776,7 @@ func (e *Engine) record(f *flowState, s *signal.Signal) {
 	if s.Time.After(f.last) {
 		f.last = s.Time
 	}
-	for m := e.evidenced &^ f.wanted; m != 0; m &= m - 1 {
+	for m := e.evidenced &^ f.wanted & e.wantKinds[kindIdx(s.Kind)]; m != 0; m &= m - 1 {
 		if i := bits.TrailingZeros16(m); wants(e.patterns[i], s) {
 			f.wanted |= 1 << i
 		}
@@ -789,7 +863,7 @@ func (e *Engine) evaluate(f *flowState, trigger *signal.Signal, now time.Time) {
 	// none, nothing can change.
 	asked := e.all
 	if trigger != nil {
-		asked = e.ask[min(int(trigger.Kind), len(e.ask)-1)]
+		asked = e.ask[kindIdx(trigger.Kind)]
 	}
 	asked &= ^e.evidenced | f.wanted
 	if trigger != nil {
@@ -997,11 +1071,10 @@ func (e *Engine) apply(f *flowState, ev *pattern.Evidence, m match, all []match,
 	d := p.Diagnose(ev, m.v)
 	ev.Facts = nil
 	if e.cfg.Cluster != nil {
-		pattern.AnnotateLifecycle(e.cfg.Cluster, m.v, &d, at)
 		pattern.AnnotateCluster(e.cfg.Cluster, ev, &d, at)
 	}
 	if all = e.rivals(f, ev, all, best); len(all) > 1 {
-		d.Details += rankNote(e.patterns, all, best, d.Confidence)
+		d.Details += rankNote(e.patterns, all, best)
 	}
 	if len(d.Evidence) > e.cfg.MaxEvidence {
 		d.Evidence = d.Evidence[:e.cfg.MaxEvidence]
@@ -1111,19 +1184,11 @@ func (e *Engine) rivals(f *flowState, ev *pattern.Evidence, all []match, best in
 	return all
 }
 
-// rankNote says why the winner won. final is the diagnosis' confidence:
-// the cluster context may have moved it from the verdict's (raised by the
-// peer's lifecycle, lowered when the context is unavailable), and the
-// sentence must quote the same value as the field, with the one that was
-// ranked when they differ.
-func rankNote(ps []pattern.Pattern, all []match, best int, final float64) string {
+func rankNote(ps []pattern.Pattern, all []match, best int) string {
 	w := all[best]
 	var b strings.Builder
-	fmt.Fprintf(&b, " Ranked first of %d matching patterns (%s, confidence %.2f", len(all), ps[w.idx].ID(), final)
-	if math.Abs(final-w.v.Confidence) >= 0.005 {
-		fmt.Fprintf(&b, ", %.2f as ranked before the cluster context", w.v.Confidence)
-	}
-	fmt.Fprintf(&b, ", specificity %d", w.v.Specificity)
+	fmt.Fprintf(&b, " Ranked first of %d matching patterns (%s, confidence %.2f, specificity %d", len(all),
+		ps[w.idx].ID(), w.v.Confidence, w.v.Specificity)
 	if w.v.Why != "" {
 		b.WriteString(": " + w.v.Why)
 	}

@@ -20,8 +20,16 @@ type ungated struct {
 	t testing.TB
 }
 
-func (u ungated) ID() diagnosis.Pattern       { return u.p.ID() }
-func (u ungated) Wants(s *signal.Signal) bool { return u.p.Wants(s) }
+func (u ungated) ID() diagnosis.Pattern { return u.p.ID() }
+func (u ungated) Wants(s *signal.Signal) bool {
+	w := u.p.Wants(s)
+	if g, ok := u.p.(pattern.Gated); ok && w {
+		if k := g.Gate().Wanted; k != 0 && !k.Has(s.Kind) {
+			u.t.Errorf("%s wants a %s signal, outside its gate", u.p.ID(), s.Kind)
+		}
+	}
+	return w
+}
 func (u ungated) Diagnose(ev *pattern.Evidence, v pattern.Verdict) diagnosis.Diagnosis {
 	return u.p.Diagnose(ev, v)
 }

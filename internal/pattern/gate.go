@@ -39,6 +39,8 @@ type Gate struct {
 	// Policy: Match returns NoMatch without a policy checker
 	// (Evidence.Policy nil: no cluster context).
 	Policy bool
+	// Wanted: Wants is false for signals of any other kind. 0 = any kind.
+	Wanted KindSet
 }
 
 // Gated is implemented by patterns that declare a Gate. A pattern without
@@ -54,7 +56,7 @@ type Gated interface {
 // with ECONNREFUSED (on a Tick: with that RST recorded); both wanted.
 func (ConnectionRefused) Gate() Gate {
 	return Gate{Triggers: KindsOf(signal.KindResetReceived, signal.KindStateChange), Decides: refusedDecides,
-		Evidenced: true}
+		Evidenced: true, Wanted: KindsOf(signal.KindStateChange, signal.KindResetReceived, signal.KindDrop, signal.KindResetSent)}
 }
 
 func refusedDecides(t *signal.Signal) bool {
@@ -65,7 +67,8 @@ func refusedDecides(t *signal.Signal) bool {
 // ETIMEDOUT or EHOSTUNREACH (on a Tick: with SYN retransmits recorded); all
 // wanted.
 func (SYNDropped) Gate() Gate {
-	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange), Decides: synDecides, Evidenced: true}
+	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange), Decides: synDecides, Evidenced: true,
+		Wanted: KindsOf(signal.KindRetransmit, signal.KindStateChange, signal.KindDrop)}
 }
 
 func synDecides(t *signal.Signal) bool {
@@ -75,26 +78,31 @@ func synDecides(t *signal.Signal) bool {
 
 // Gate: any trigger, but only with an EBUSY retransmit, a neighbour drop or
 // a neighbour failure (its pseudo-connection) recorded: all of them wanted.
-func (ARPFailure) Gate() Gate { return Gate{Evidenced: true} }
+func (ARPFailure) Gate() Gate {
+	return Gate{Evidenced: true, Wanted: KindsOf(signal.KindNeighFailed, signal.KindRetransmit, signal.KindDrop)}
+}
 
 // Gate: an ICMP signal of the connection (wanted) must be recorded; decides
 // at ICMP signals, state changes, connect errors and retransmits.
 func (ICMPError) Gate() Gate {
 	return Gate{Evidenced: true, Triggers: KindsOf(signal.KindICMPError, signal.KindICMPSent, signal.KindStateChange,
-		signal.KindConnectError, signal.KindRetransmit)}
+		signal.KindConnectError, signal.KindRetransmit), Wanted: KindsOf(signal.KindICMPError, signal.KindICMPSent)}
 }
 
 // Gate: any trigger, with a routing drop recorded or a routing connect error
 // as the trigger: both wanted.
-func (RouteFailure) Gate() Gate { return Gate{Evidenced: true} }
+func (RouteFailure) Gate() Gate {
+	return Gate{Evidenced: true, Wanted: KindsOf(signal.KindConnectError, signal.KindDrop)}
+}
 
 // Gate: any trigger, with a listen overflow drop (wanted) recorded.
-func (ListenOverflow) Gate() Gate { return Gate{Evidenced: true} }
+func (ListenOverflow) Gate() Gate { return Gate{Evidenced: true, Wanted: KindsOf(signal.KindDrop)} }
 
 // Gate: decides at timer-driven retransmits of data and at the close of a
 // data state with ETIMEDOUT, EHOSTUNREACH or ENETUNREACH.
 func (Blackhole) Gate() Gate {
-	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange), Decides: blackholeDecides}
+	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange), Decides: blackholeDecides,
+		Wanted: KindsOf(signal.KindRetransmit, signal.KindStateChange, signal.KindDrop)}
 }
 
 func blackholeDecides(t *signal.Signal) bool {
@@ -111,7 +119,8 @@ func blackholeDecides(t *signal.Signal) bool {
 // Gate: decides at timer-driven retransmits of data or a FIN and at the
 // close of those states with ETIMEDOUT.
 func (HalfOpen) Gate() Gate {
-	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange), Decides: halfOpenDecides}
+	return Gate{Triggers: KindsOf(signal.KindRetransmit, signal.KindStateChange), Decides: halfOpenDecides,
+		Wanted: KindsOf(signal.KindRetransmit, signal.KindStateChange)}
 }
 
 func halfOpenDecides(t *signal.Signal) bool {
@@ -128,7 +137,7 @@ func halfOpenDecides(t *signal.Signal) bool {
 // it), at a RST received in ESTABLISHED and at the close it causes.
 func (PeerLostState) Gate() Gate {
 	return Gate{Triggers: KindsOf(signal.KindDrop, signal.KindResetSent, signal.KindResetReceived, signal.KindStateChange),
-		Decides: peerLostDecides}
+		Decides: peerLostDecides, Wanted: KindsOf(signal.KindDrop, signal.KindResetSent, signal.KindRetransmit)}
 }
 
 func peerLostDecides(t *signal.Signal) bool {
@@ -139,7 +148,7 @@ func peerLostDecides(t *signal.Signal) bool {
 // with the cluster's policy verdict.
 func (p NetworkPolicyBlock) Gate() Gate {
 	return Gate{Triggers: p.SYN.Gate().Triggers | p.Refused.Gate().Triggers, Decides: policyDecides, Evidenced: true,
-		Policy: true}
+		Policy: true, Wanted: p.SYN.Gate().Wanted | p.Refused.Gate().Wanted}
 }
 
 func policyDecides(t *signal.Signal) bool { return synDecides(t) || refusedDecides(t) }
