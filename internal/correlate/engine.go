@@ -32,6 +32,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"math/rand/v2"
 	"net/netip"
@@ -1071,10 +1072,11 @@ func (e *Engine) apply(f *flowState, ev *pattern.Evidence, m match, all []match,
 	d := p.Diagnose(ev, m.v)
 	ev.Facts = nil
 	if e.cfg.Cluster != nil {
+		pattern.AnnotateLifecycle(e.cfg.Cluster, m.v, &d, at)
 		pattern.AnnotateCluster(e.cfg.Cluster, ev, &d, at)
 	}
 	if all = e.rivals(f, ev, all, best); len(all) > 1 {
-		d.Details += rankNote(e.patterns, all, best)
+		d.Details += rankNote(e.patterns, all, best, d.Confidence)
 	}
 	if len(d.Evidence) > e.cfg.MaxEvidence {
 		d.Evidence = d.Evidence[:e.cfg.MaxEvidence]
@@ -1184,11 +1186,19 @@ func (e *Engine) rivals(f *flowState, ev *pattern.Evidence, all []match, best in
 	return all
 }
 
-func rankNote(ps []pattern.Pattern, all []match, best int) string {
+// rankNote says why the winner won. final is the diagnosis' confidence:
+// the cluster context may have moved it from the verdict's (raised by the
+// peer's lifecycle, lowered when the context is unavailable), and the
+// sentence must quote the same value as the field, with the one that was
+// ranked when they differ.
+func rankNote(ps []pattern.Pattern, all []match, best int, final float64) string {
 	w := all[best]
 	var b strings.Builder
-	fmt.Fprintf(&b, " Ranked first of %d matching patterns (%s, confidence %.2f, specificity %d", len(all),
-		ps[w.idx].ID(), w.v.Confidence, w.v.Specificity)
+	fmt.Fprintf(&b, " Ranked first of %d matching patterns (%s, confidence %.2f", len(all), ps[w.idx].ID(), final)
+	if math.Abs(final-w.v.Confidence) >= 0.005 {
+		fmt.Fprintf(&b, ", %.2f as ranked before the cluster context", w.v.Confidence)
+	}
+	fmt.Fprintf(&b, ", specificity %d", w.v.Specificity)
 	if w.v.Why != "" {
 		b.WriteString(": " + w.v.Why)
 	}
