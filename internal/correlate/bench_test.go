@@ -376,3 +376,61 @@ func TestFixtureWorkloadShape(t *testing.T) {
 		t.Fatalf("workload does not exercise the library: %v %+v", by, st)
 	}
 }
+
+// BenchmarkFailureStorm: a storm of distinct failing connections, each a
+// SYN dropped by a rule and its first retransmission (the connections
+// stay open: no close, no Tick), far more than the engine may hold. One op
+// is the whole storm through a new engine with the receiver's default
+// max_flows. It reports the heap the engine keeps after the storm (after a
+// GC) per connection held, and asserts the bound: no more connections than
+// MaxFlows, every one beyond it evicted and counted.
+func BenchmarkFailureStorm(b *testing.B) {
+	const (
+		flows    = 1_000_000
+		maxFlows = 65536 // the receiver's default max_flows
+	)
+	sigs := make([]signal.Signal, 0, 2)
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		cfg := DefaultConfig()
+		cfg.MaxFlows = maxFlows
+		e, err := New(cfg, func(diagnosis.Diagnosis) {})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		for n := range flows {
+			// 100k new connections per second of signal time, from 4000
+			// clients to 20 services.
+			at := t0.Add(time.Duration(n) * 10 * time.Microsecond)
+			f := signal.Flow{Proto: signal.ProtoTCP, Src: netip.AddrFrom4([4]byte{10, 1, byte(n / 250 % 16), byte(n % 250)}),
+				Dst: netip.AddrFrom4([4]byte{10, 2, 0, byte(n % 20)}), SrcPort: uint16(1024 + n/4000%60000), DstPort: 5432}
+			sigs = append(sigs[:0],
+				signal.Signal{Kind: signal.KindDrop, Time: at, Flow: f, NetnsCookie: serverCookie, NetnsInode: serverInode,
+					TCPFlags: signal.TCPFlagSYN, DropReason: "NETFILTER_DROP", DropLocation: "nft_do_chain", Dev: "eth0"},
+				signal.Signal{Kind: signal.KindRetransmit, Time: at.Add(time.Second), Flow: f, NetnsCookie: clientCookie,
+					NetnsInode: clientInode, State: signal.StateSynSent, TCPFlags: signal.TCPFlagSYN, Retransmits: 1})
+			for _, s := range sigs {
+				e.Observe(s)
+			}
+		}
+		b.StopTimer()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		st := e.Stats()
+		runtime.KeepAlive(e)
+		if st.FlowsTracked > maxFlows || st.Evicted != flows-uint64(st.FlowsTracked) {
+			b.Fatalf("not bounded: %d held (max %d), %d evicted of %d", st.FlowsTracked, maxFlows, st.Evicted, flows)
+		}
+		held := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+		b.ReportMetric(float64(st.FlowsTracked), "flows-held")
+		b.ReportMetric(float64(st.Evicted), "evicted")
+		b.ReportMetric(held/float64(st.FlowsTracked), "heap-B/flow")
+		b.ReportMetric(held/(1<<20), "heap-MiB")
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*flows*2), "ns/signal")
+}

@@ -279,9 +279,34 @@ type flowState struct {
 	// never retransmit a SYN: kept apart, recycled).
 	syn *synRetr
 	// pol caches the NetworkPolicy attribution (see policyOf).
-	pol  *policyCache
-	sock [maxSock]rec
-	pkt  [maxPkt]rec
+	pol *policyCache
+	// The kept socket and packet signals (nsock, npkt of them): the first
+	// of each here, the others in more, which only a connection that kept
+	// a second one gets (most keep one: teardown noise, a storm's drops).
+	sock0, pkt0 rec
+	more        *moreRecs
+}
+
+// moreRecs holds a connection's kept signals after the first of each kind.
+type moreRecs struct {
+	sock [maxSock - 1]rec
+	pkt  [maxPkt - 1]rec
+}
+
+// sockRec and pktRec are the i-th kept socket and packet signal (i below
+// nsock, npkt).
+func (f *flowState) sockRec(i int) *rec {
+	if i == 0 {
+		return &f.sock0
+	}
+	return &f.more.sock[i-1]
+}
+
+func (f *flowState) pktRec(i int) *rec {
+	if i == 0 {
+		return &f.pkt0
+	}
+	return &f.more.pkt[i-1]
 }
 
 // synRetr summarises a connection's SYN retransmits: counted, with the
@@ -386,6 +411,7 @@ type Engine struct {
 	conns, packets flowList
 	free           []*flowState
 	freeSyn        []*synRetr
+	freeMore       []*moreRecs
 	// last: the connection of the latest signal, if still held: a
 	// connection's signals often come in a burst (a refused connect's four
 	// within 100 us), so its map lookup is often skipped.
@@ -592,8 +618,8 @@ func (e *Engine) neighFor(f *flowState, x *signal.Signal, now time.Time) bool {
 	if f.client.Known() && ns.SameAs(f.client) {
 		return true
 	}
-	for i := range f.pkt[:f.npkt] {
-		if ns.SameAs(pattern.Netns{Cookie: f.pkt[i].cookie, Inode: f.pkt[i].inode}) {
+	for i := range int(f.npkt) {
+		if r := f.pktRec(i); ns.SameAs(pattern.Netns{Cookie: r.cookie, Inode: r.inode}) {
 			return true
 		}
 	}
@@ -748,8 +774,18 @@ func (e *Engine) removeFlow(f *flowState) {
 	// Zero what was used: drops the strings held by kept signals, and the
 	// generation, so stale pending references to a recycled state are
 	// recognised. The rest is already zero.
-	clear(f.sock[:f.nsock])
-	clear(f.pkt[:f.npkt])
+	if f.nsock > 0 {
+		f.sock0 = rec{}
+	}
+	if f.npkt > 0 {
+		f.pkt0 = rec{}
+	}
+	if m := f.more; m != nil {
+		clear(m.sock[:max(int(f.nsock)-1, 0)])
+		clear(m.pkt[:max(int(f.npkt)-1, 0)])
+		e.freeMore = append(e.freeMore, m)
+		f.more = nil
+	}
 	if f.syn != nil {
 		*f.syn = synRetr{}
 		e.freeSyn = append(e.freeSyn, f.syn)
@@ -763,14 +799,32 @@ func (e *Engine) removeFlow(f *flowState) {
 	e.free = append(e.free, f)
 }
 
-// keep appends r to a bounded buffer, keeping the first n-1 and the latest.
-func keep(buf []rec, n *uint8, r rec) {
-	if int(*n) < len(buf) {
-		buf[*n] = r
-		*n++
-		return
+// keep stores r as one of f's kept socket (or packet) signals: the first
+// maxSock-1 (maxPkt-1) are kept, the last slot holds the latest.
+func (e *Engine) keep(f *flowState, packet bool, r *rec) {
+	n, most := &f.nsock, maxSock
+	if packet {
+		n, most = &f.npkt, maxPkt
 	}
-	buf[len(buf)-1] = r
+	i := int(*n)
+	if i < most {
+		*n++
+	} else {
+		i = most - 1
+	}
+	if i > 0 && f.more == nil {
+		if k := len(e.freeMore); k > 0 {
+			f.more = e.freeMore[k-1]
+			e.freeMore = e.freeMore[:k-1]
+		} else {
+			f.more = new(moreRecs)
+		}
+	}
+	if packet {
+		*f.pktRec(i) = *r
+	} else {
+		*f.sockRec(i) = *r
+	}
 }
 
 func (e *Engine) record(f *flowState, s *signal.Signal) {
@@ -805,9 +859,9 @@ func (e *Engine) record(f *flowState, s *signal.Signal) {
 			sr.ebusy++
 		}
 	case socketSide(s.Kind):
-		keep(f.sock[:], &f.nsock, r)
+		e.keep(f, false, &r)
 	default:
-		keep(f.pkt[:], &f.npkt, r)
+		e.keep(f, true, &r)
 	}
 	// SYN_SENT signals come from the client socket: they fix the orientation
 	// and the client's netns. A SYN's own direction is client -> server too.
@@ -837,11 +891,11 @@ func (e *Engine) fillEvidence(f *flowState, trigger *signal.Signal, now time.Tim
 	ev.Flow, ev.Oriented, ev.Client = f.flow, f.oriented, f.client
 	ev.Now, ev.Trigger = now, trigger
 	// Patterns read full signals: rebuild the kept ones in scratch space.
-	for i := range f.sock[:f.nsock] {
-		f.sock[i].unpack(f.tuple, &e.sockBuf[i])
+	for i := range int(f.nsock) {
+		f.sockRec(i).unpack(f.tuple, &e.sockBuf[i])
 	}
-	for i := range f.pkt[:f.npkt] {
-		f.pkt[i].unpack(f.tuple, &e.pktBuf[i])
+	for i := range int(f.npkt) {
+		f.pktRec(i).unpack(f.tuple, &e.pktBuf[i])
 	}
 	ev.Socket = e.sockBuf[:f.nsock]
 	ev.Packet = e.pktBuf[:f.npkt]
