@@ -608,10 +608,12 @@ func (e *Engine) observeNeigh(t *signal.Signal) {
 // neighFor reports whether neighbour entry x concerns connection f: it
 // failed within Window in a namespace of the connection's signals.
 func (e *Engine) neighFor(f *flowState, x *signal.Signal, now time.Time) bool {
-	if now.Sub(x.Time) > e.cfg.Window || x.Time.Sub(now) > e.cfg.Window {
-		return false
-	}
-	ns := pattern.NetnsOf(x)
+	// The namespace first: it is cheaper than the times, and most entries
+	// of a busy node fail it.
+	return e.neighNetns(f, pattern.NetnsOf(x)) && now.Sub(x.Time) <= e.cfg.Window && x.Time.Sub(now) <= e.cfg.Window
+}
+
+func (e *Engine) neighNetns(f *flowState, ns pattern.Netns) bool {
 	if f.neigh {
 		return ns.Cookie == f.key.ns || ns.Cookie == 0 && uint64(ns.Inode) == f.key.ns
 	}
@@ -632,17 +634,33 @@ func (e *Engine) fillNeigh(f *flowState, now time.Time) []signal.Signal {
 	if e.neighN == 0 {
 		return nil
 	}
-	n := 0
-	for pass := 0; pass < 2; pass++ {
-		for j := e.neighN - 1; j >= 0 && n < maxNeighEv; j-- { // newest first
-			i := (e.neighHd + j) % maxNeighs
-			x := &e.neighs[i].s
-			if (x.NeighAddr == f.flow.Dst) != (pass == 0) || !e.neighFor(f, x, now) {
-				continue
-			}
-			e.neighBuf[n], e.neighIdx[n] = *x, i
-			n++
+	// One pass, newest first: up to maxNeighEv entries of the destination
+	// and as many others, then the destination's first.
+	var dst, other [maxNeighEv]int
+	nd, no := 0, 0
+	for j := e.neighN - 1; j >= 0 && nd < maxNeighEv; j-- {
+		i := (e.neighHd + j) % maxNeighs
+		x := &e.neighs[i].s
+		isDst := x.NeighAddr == f.flow.Dst
+		if !isDst && no == maxNeighEv || !e.neighFor(f, x, now) {
+			continue
 		}
+		if isDst {
+			dst[nd] = i
+			nd++
+		} else {
+			other[no] = i
+			no++
+		}
+	}
+	n := 0
+	for _, i := range dst[:nd] {
+		e.neighBuf[n], e.neighIdx[n] = e.neighs[i].s, i
+		n++
+	}
+	for _, i := range other[:min(no, maxNeighEv-n)] {
+		e.neighBuf[n], e.neighIdx[n] = e.neighs[i].s, i
+		n++
 	}
 	return e.neighBuf[:n]
 }
