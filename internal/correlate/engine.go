@@ -220,7 +220,7 @@ func (k *connKey) equal(o *connKey) bool {
 	le := binary.LittleEndian
 	return le.Uint64(k.a[:8]) == le.Uint64(o.a[:8]) && le.Uint64(k.a[8:]) == le.Uint64(o.a[8:]) &&
 		le.Uint64(k.b[:8]) == le.Uint64(o.b[:8]) && le.Uint64(k.b[8:]) == le.Uint64(o.b[8:]) &&
-		k.ap == o.ap && k.bp == o.bp && k.proto == o.proto && k.ns == o.ns
+		k.ap == o.ap && k.bp == o.bp && k.proto == o.proto && k.spare == o.spare && k.ns == o.ns
 }
 
 // aggKey: pattern + cause + destination + the netns of the cause. The
