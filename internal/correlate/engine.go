@@ -20,8 +20,10 @@
 // its connections still fails after that (a SYN retried for ~135 s), a new
 // window opens for the cause without an immediate emission; it is reported
 // the same way when it closes, FirstSeen and Count carrying on, so each cause
-// is emitted at most once per window. A full evidence list keeps its first
-// entries and rotates the latest few (the final close stays visible).
+// is emitted at most once per window. Each record's New is how many
+// occurrences it adds to the cause's previous record, so a sum of New over
+// the records counts every occurrence once. A full evidence list keeps its
+// first entries and rotates the latest few (the final close stays visible).
 //
 // Memory is bounded by MaxFlows connections (oldest packet-only evidence
 // evicted first, then the least recently active connection) and MaxFlows open
@@ -353,7 +355,7 @@ type aggregate struct {
 	key       aggKey
 	d         diagnosis.Diagnosis
 	windowEnd time.Time
-	emitted   int // Count when last emitted
+	emitted   int // Count when last emitted (New of the next record is Count - emitted)
 	changed   bool
 	followUps int
 	omitted   int
@@ -1154,7 +1156,7 @@ func (e *Engine) apply(f *flowState, ev *pattern.Evidence, m match, all []match,
 		d.Evidence = d.Evidence[:e.cfg.MaxEvidence]
 	}
 	d.Key = key.String()
-	d.Count = 1
+	d.Count, d.New = 1, 1
 	d.FirstSeen, d.LastSeen = at, at
 	for _, x := range d.Evidence {
 		if x.Time.Before(d.FirstSeen) {
@@ -1192,10 +1194,11 @@ func (e *Engine) open(a *aggregate) {
 
 // reopen starts a new window for a cause whose window closed while one of
 // its connections still fails. Nothing is emitted now: the new window is
-// emitted when it closes, as an update (FirstSeen and Count carry on).
+// emitted when it closes, as an update (FirstSeen and Count carry on, and
+// so does what was last emitted: its New counts from there).
 func (e *Engine) reopen(old *aggregate, at time.Time) *aggregate {
 	e.stats.AggregatesReopened++
-	a := &aggregate{key: old.key, d: old.d, windowEnd: at.Add(e.cfg.Window), emitted: old.d.Count}
+	a := &aggregate{key: old.key, d: old.d, windowEnd: at.Add(e.cfg.Window), emitted: old.emitted}
 	a.d.Evidence = e.evidence(old)
 	e.open(a)
 	return a
@@ -1401,6 +1404,7 @@ func (e *Engine) closeAggregate(a *aggregate) {
 		return
 	}
 	d := a.d
+	d.New = d.Count - a.emitted
 	d.Evidence = e.evidence(a)
 	d.Details += fmt.Sprintf(" Aggregated: %d occurrence(s) from %s to %s", d.Count,
 		d.FirstSeen.Format(time.RFC3339Nano), d.LastSeen.Format(time.RFC3339Nano))
@@ -1417,5 +1421,6 @@ func (e *Engine) closeAggregate(a *aggregate) {
 		return
 	}
 	e.stats.AggregateUpdates++
+	a.emitted = d.Count
 	e.send(d)
 }

@@ -121,7 +121,13 @@ type Diagnosis struct {
 	Key       string
 	FirstSeen time.Time
 	LastSeen  time.Time
-	Count     int
+	// Count is the occurrences of the cause from FirstSeen to LastSeen, as
+	// of this record (a window update carries it on).
+	Count int
+	// New is how many of Count this record adds to the previous record of
+	// the same cause (1 for a first report; 0 for an update that only
+	// added evidence): summed over records it counts each occurrence once.
+	New int
 }
 
 // Validate reports the first missing mandatory field. Patterns are tested
@@ -146,6 +152,8 @@ func (d *Diagnosis) Validate() error {
 		return fmt.Errorf("diagnosis %s: aggregation key is empty", d.Pattern)
 	case d.Count < 1:
 		return fmt.Errorf("diagnosis %s: count %d < 1", d.Pattern, d.Count)
+	case d.New < 0 || d.New > d.Count:
+		return fmt.Errorf("diagnosis %s: new occurrences %d outside [0, count %d]", d.Pattern, d.New, d.Count)
 	case d.FirstSeen.IsZero() || d.LastSeen.Before(d.FirstSeen):
 		return fmt.Errorf("diagnosis %s: first/last seen inconsistent", d.Pattern)
 	}
