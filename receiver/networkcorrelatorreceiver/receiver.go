@@ -87,6 +87,7 @@ func (r *networkReceiver) Start(ctx context.Context, host component.Host) error 
 		mb: metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set,
 			metadata.WithStartTime(pcommon.NewTimestampFromTime(time.Now()))),
 		diagnoses: make(map[diagnosis.Pattern]int64),
+		failures:  make(map[diagnosis.Pattern]int64),
 	}
 	var cluster pattern.Cluster
 	if r.cfg.Kubernetes.EnableK8sMetadata {
@@ -181,9 +182,11 @@ type pipeline struct {
 	isUpdate    []bool
 	seenUpdates uint64
 
-	received  [256]int64 // by signal.Kind
-	diagnoses map[diagnosis.Pattern]int64
-	mb        *metadata.MetricsBuilder
+	received  [256]int64                  // by signal.Kind
+	diagnoses map[diagnosis.Pattern]int64 // log records
+	// failures: occurrences, each counted once (the New of each record).
+	failures map[diagnosis.Pattern]int64
+	mb       *metadata.MetricsBuilder
 }
 
 // emit is called by the engine, synchronously, for each diagnosis.
@@ -276,7 +279,9 @@ func (p *pipeline) flush(ctx context.Context) {
 	}
 	now := time.Now()
 	for i := range p.pending {
-		p.diagnoses[p.pending[i].Pattern]++
+		d := &p.pending[i]
+		p.diagnoses[d.Pattern]++
+		p.failures[d.Pattern] += int64(d.New)
 	}
 	if !p.recorded {
 		p.recordDelays(ctx, now)
@@ -324,6 +329,7 @@ func (p *pipeline) emitMetrics(ctx context.Context) {
 	slices.Sort(patterns)
 	for _, pat := range patterns {
 		p.mb.RecordNetworkcorrelatorDiagnosesDataPoint(now, p.diagnoses[pat], string(pat))
+		p.mb.RecordNetworkcorrelatorFailuresDataPoint(now, p.failures[pat], string(pat))
 	}
 	for kind, n := range p.received {
 		if n > 0 {

@@ -357,6 +357,9 @@ func TestLiveSourceMetrics(t *testing.T) {
 		return lastPoints(metrics)["networkcorrelator.diagnoses"]["connection_refused"] == 1
 	})
 	pts := lastPoints(metrics)
+	if got := pts["networkcorrelator.failures"]["connection_refused"]; got != 1 {
+		t.Errorf("failures{connection_refused} = %d, want 1", got)
+	}
 	if got := pts["networkcorrelator.signals.lost"][""]; got != 7 {
 		t.Errorf("signals.lost = %d, want the source's 7", got)
 	}

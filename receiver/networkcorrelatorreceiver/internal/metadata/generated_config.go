@@ -57,6 +57,54 @@ func (ms *NetworkcorrelatorDiagnosesMetricConfig) Validate() error {
 	return nil
 }
 
+// NetworkcorrelatorFailuresMetricAttributeKey specifies the key of an attribute for the networkcorrelator.failures metric.
+type NetworkcorrelatorFailuresMetricAttributeKey string
+
+const (
+	NetworkcorrelatorFailuresMetricAttributeKeyPattern NetworkcorrelatorFailuresMetricAttributeKey = "networkcorrelator.pattern"
+)
+
+// NetworkcorrelatorFailuresMetricConfig provides config for the networkcorrelator.failures metric.
+type NetworkcorrelatorFailuresMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                        `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []NetworkcorrelatorFailuresMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *NetworkcorrelatorFailuresMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *NetworkcorrelatorFailuresMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case NetworkcorrelatorFailuresMetricAttributeKeyPattern:
+		default:
+			return fmt.Errorf("metric networkcorrelator.failures doesn't have an attribute %v, valid attributes: [networkcorrelator.pattern]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // NetworkcorrelatorFlowsEvictedMetricConfig provides config for the networkcorrelator.flows.evicted metric.
 type NetworkcorrelatorFlowsEvictedMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -168,6 +216,7 @@ func (ms *NetworkcorrelatorSignalsReceivedMetricConfig) Validate() error {
 // MetricsConfig provides config for networkcorrelator metrics.
 type MetricsConfig struct {
 	NetworkcorrelatorDiagnoses       NetworkcorrelatorDiagnosesMetricConfig       `mapstructure:"networkcorrelator.diagnoses"`
+	NetworkcorrelatorFailures        NetworkcorrelatorFailuresMetricConfig        `mapstructure:"networkcorrelator.failures"`
 	NetworkcorrelatorFlowsEvicted    NetworkcorrelatorFlowsEvictedMetricConfig    `mapstructure:"networkcorrelator.flows.evicted"`
 	NetworkcorrelatorFlowsTracked    NetworkcorrelatorFlowsTrackedMetricConfig    `mapstructure:"networkcorrelator.flows.tracked"`
 	NetworkcorrelatorSignalsLost     NetworkcorrelatorSignalsLostMetricConfig     `mapstructure:"networkcorrelator.signals.lost"`
@@ -180,6 +229,11 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []NetworkcorrelatorDiagnosesMetricAttributeKey{NetworkcorrelatorDiagnosesMetricAttributeKeyPattern},
+		},
+		NetworkcorrelatorFailures: NetworkcorrelatorFailuresMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []NetworkcorrelatorFailuresMetricAttributeKey{NetworkcorrelatorFailuresMetricAttributeKeyPattern},
 		},
 		NetworkcorrelatorFlowsEvicted: NetworkcorrelatorFlowsEvictedMetricConfig{
 			Enabled: true,

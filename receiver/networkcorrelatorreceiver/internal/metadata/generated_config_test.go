@@ -31,6 +31,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []NetworkcorrelatorDiagnosesMetricAttributeKey{NetworkcorrelatorDiagnosesMetricAttributeKeyPattern},
 					},
+					NetworkcorrelatorFailures: NetworkcorrelatorFailuresMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []NetworkcorrelatorFailuresMetricAttributeKey{NetworkcorrelatorFailuresMetricAttributeKeyPattern},
+					},
 					NetworkcorrelatorFlowsEvicted: NetworkcorrelatorFlowsEvictedMetricConfig{
 						Enabled: true,
 					},
@@ -60,6 +65,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []NetworkcorrelatorDiagnosesMetricAttributeKey{NetworkcorrelatorDiagnosesMetricAttributeKeyPattern},
 					},
+					NetworkcorrelatorFailures: NetworkcorrelatorFailuresMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []NetworkcorrelatorFailuresMetricAttributeKey{NetworkcorrelatorFailuresMetricAttributeKeyPattern},
+					},
 					NetworkcorrelatorFlowsEvicted: NetworkcorrelatorFlowsEvictedMetricConfig{
 						Enabled: false,
 					},
@@ -84,7 +94,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(NetworkcorrelatorDiagnosesMetricConfig{}, NetworkcorrelatorFlowsEvictedMetricConfig{}, NetworkcorrelatorFlowsTrackedMetricConfig{}, NetworkcorrelatorSignalsLostMetricConfig{}, NetworkcorrelatorSignalsReceivedMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(NetworkcorrelatorDiagnosesMetricConfig{}, NetworkcorrelatorFailuresMetricConfig{}, NetworkcorrelatorFlowsEvictedMetricConfig{}, NetworkcorrelatorFlowsTrackedMetricConfig{}, NetworkcorrelatorSignalsLostMetricConfig{}, NetworkcorrelatorSignalsReceivedMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -97,6 +107,18 @@ func TestNetworkcorrelatorDiagnosesMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric networkcorrelator.diagnoses doesn't have an attribute invalid, valid attributes: [networkcorrelator.pattern]")
 
 	cfg = DefaultMetricsConfig().NetworkcorrelatorDiagnoses
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestNetworkcorrelatorFailuresMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().NetworkcorrelatorFailures
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []NetworkcorrelatorFailuresMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric networkcorrelator.failures doesn't have an attribute invalid, valid attributes: [networkcorrelator.pattern]")
+
+	cfg = DefaultMetricsConfig().NetworkcorrelatorFailures
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }

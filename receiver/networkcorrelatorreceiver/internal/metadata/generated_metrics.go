@@ -24,6 +24,10 @@ var MetricsInfo = metricsInfo{
 		Name:       "networkcorrelator.diagnoses",
 		Attributes: []string{"pattern"},
 	},
+	NetworkcorrelatorFailures: metricInfo{
+		Name:       "networkcorrelator.failures",
+		Attributes: []string{"pattern"},
+	},
 	NetworkcorrelatorFlowsEvicted: metricInfo{
 		Name: "networkcorrelator.flows.evicted",
 	},
@@ -41,6 +45,7 @@ var MetricsInfo = metricsInfo{
 
 type metricsInfo struct {
 	NetworkcorrelatorDiagnoses       metricInfo
+	NetworkcorrelatorFailures        metricInfo
 	NetworkcorrelatorFlowsEvicted    metricInfo
 	NetworkcorrelatorFlowsTracked    metricInfo
 	NetworkcorrelatorSignalsLost     metricInfo
@@ -62,7 +67,7 @@ type metricNetworkcorrelatorDiagnoses struct {
 // init fills networkcorrelator.diagnoses metric with initial data.
 func (m *metricNetworkcorrelatorDiagnoses) init() {
 	m.data.SetName("networkcorrelator.diagnoses")
-	m.data.SetDescription("Diagnoses handed to the logs pipeline, one log record each. A cause is reported when first diagnosed; its repeats inside the correlation window are counted into it and reported once more, as an update, when the window closes if anything was added.")
+	m.data.SetDescription("Diagnosis log records handed to the logs pipeline, one per record: a cause's first report plus one update per correlation window in which anything was added to it. It counts records, not failures (a storm of 1000 refused connects in one window is 2 records); use networkcorrelator.failures for failures per pattern.")
 	m.data.SetUnit("{diagnosis}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -135,6 +140,97 @@ func (m *metricNetworkcorrelatorDiagnoses) emit(metrics pmetric.MetricSlice) {
 
 func newMetricNetworkcorrelatorDiagnoses(cfg NetworkcorrelatorDiagnosesMetricConfig) metricNetworkcorrelatorDiagnoses {
 	m := metricNetworkcorrelatorDiagnoses{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricNetworkcorrelatorFailures struct {
+	data          pmetric.Metric                        // data buffer for generated metric.
+	config        NetworkcorrelatorFailuresMetricConfig // metric config provided by user.
+	capacity      int                                   // max observed number of data points added to the metric.
+	aggDataPoints []int64                               // slice containing number of aggregated datapoints at each index
+}
+
+// init fills networkcorrelator.failures metric with initial data.
+func (m *metricNetworkcorrelatorFailures) init() {
+	m.data.SetName("networkcorrelator.failures")
+	m.data.SetDescription("Failures explained by a diagnosis (each failing connection or neighbour failure counted into a cause), each counted once: a cause's first occurrence with its first report, its repeats with the update sent when the correlation window closes (so up to correlation_window late). Its rate is the failures explained per pattern per second. A log record's networkcorrelator.count is cumulative per cause; this sum adds only what each record adds.")
+	m.data.SetUnit("{failure}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricNetworkcorrelatorFailures) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, patternAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, NetworkcorrelatorFailuresMetricAttributeKeyPattern) {
+		dp.Attributes().PutStr("networkcorrelator.pattern", patternAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricNetworkcorrelatorFailures) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricNetworkcorrelatorFailures) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricNetworkcorrelatorFailures(cfg NetworkcorrelatorFailuresMetricConfig) metricNetworkcorrelatorFailures {
+	m := metricNetworkcorrelatorFailures{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -399,6 +495,7 @@ type MetricsBuilder struct {
 	resourceAttributeIncludeFilter         map[string]filter.Filter
 	resourceAttributeExcludeFilter         map[string]filter.Filter
 	metricNetworkcorrelatorDiagnoses       metricNetworkcorrelatorDiagnoses
+	metricNetworkcorrelatorFailures        metricNetworkcorrelatorFailures
 	metricNetworkcorrelatorFlowsEvicted    metricNetworkcorrelatorFlowsEvicted
 	metricNetworkcorrelatorFlowsTracked    metricNetworkcorrelatorFlowsTracked
 	metricNetworkcorrelatorSignalsLost     metricNetworkcorrelatorSignalsLost
@@ -429,6 +526,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricsBuffer:                          pmetric.NewMetrics(),
 		buildInfo:                              settings.BuildInfo,
 		metricNetworkcorrelatorDiagnoses:       newMetricNetworkcorrelatorDiagnoses(mbc.Metrics.NetworkcorrelatorDiagnoses),
+		metricNetworkcorrelatorFailures:        newMetricNetworkcorrelatorFailures(mbc.Metrics.NetworkcorrelatorFailures),
 		metricNetworkcorrelatorFlowsEvicted:    newMetricNetworkcorrelatorFlowsEvicted(mbc.Metrics.NetworkcorrelatorFlowsEvicted),
 		metricNetworkcorrelatorFlowsTracked:    newMetricNetworkcorrelatorFlowsTracked(mbc.Metrics.NetworkcorrelatorFlowsTracked),
 		metricNetworkcorrelatorSignalsLost:     newMetricNetworkcorrelatorSignalsLost(mbc.Metrics.NetworkcorrelatorSignalsLost),
@@ -512,6 +610,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	ils.Scope().SetVersion(mb.buildInfo.Version)
 	ils.Metrics().EnsureCapacity(mb.metricsCapacity)
 	mb.metricNetworkcorrelatorDiagnoses.emit(ils.Metrics())
+	mb.metricNetworkcorrelatorFailures.emit(ils.Metrics())
 	mb.metricNetworkcorrelatorFlowsEvicted.emit(ils.Metrics())
 	mb.metricNetworkcorrelatorFlowsTracked.emit(ils.Metrics())
 	mb.metricNetworkcorrelatorSignalsLost.emit(ils.Metrics())
@@ -550,6 +649,11 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 // RecordNetworkcorrelatorDiagnosesDataPoint adds a data point to networkcorrelator.diagnoses metric.
 func (mb *MetricsBuilder) RecordNetworkcorrelatorDiagnosesDataPoint(ts pcommon.Timestamp, val int64, patternAttributeValue string) {
 	mb.metricNetworkcorrelatorDiagnoses.recordDataPoint(mb.startTime, ts, val, patternAttributeValue)
+}
+
+// RecordNetworkcorrelatorFailuresDataPoint adds a data point to networkcorrelator.failures metric.
+func (mb *MetricsBuilder) RecordNetworkcorrelatorFailuresDataPoint(ts pcommon.Timestamp, val int64, patternAttributeValue string) {
+	mb.metricNetworkcorrelatorFailures.recordDataPoint(mb.startTime, ts, val, patternAttributeValue)
 }
 
 // RecordNetworkcorrelatorFlowsEvictedDataPoint adds a data point to networkcorrelator.flows.evicted metric.

@@ -68,6 +68,7 @@ func TestMetricsBuilder(t *testing.T) {
 			mb := NewMetricsBuilder(loadMetricsBuilderConfig(t, tt.name), settings, WithStartTime(start))
 			aggMap := make(map[string]string) // contains the aggregation strategies for each metric name
 			aggMap["networkcorrelator.diagnoses"] = mb.metricNetworkcorrelatorDiagnoses.config.AggregationStrategy
+			aggMap["networkcorrelator.failures"] = mb.metricNetworkcorrelatorFailures.config.AggregationStrategy
 			aggMap["networkcorrelator.signals.received"] = mb.metricNetworkcorrelatorSignalsReceived.config.AggregationStrategy
 
 			expectedWarnings := 0
@@ -82,6 +83,12 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordNetworkcorrelatorDiagnosesDataPoint(ts, 1, "pattern-val")
 			if tt.name == "reaggregate_set" {
 				mb.RecordNetworkcorrelatorDiagnosesDataPoint(ts, 3, "pattern-val-2")
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordNetworkcorrelatorFailuresDataPoint(ts, 1, "pattern-val")
+			if tt.name == "reaggregate_set" {
+				mb.RecordNetworkcorrelatorFailuresDataPoint(ts, 3, "pattern-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -105,6 +112,7 @@ func TestMetricsBuilder(t *testing.T) {
 			metrics := mb.Emit(WithResource(res))
 			if tt.name == "reaggregate_set" {
 				assert.Empty(t, mb.metricNetworkcorrelatorDiagnoses.aggDataPoints)
+				assert.Empty(t, mb.metricNetworkcorrelatorFailures.aggDataPoints)
 				assert.Empty(t, mb.metricNetworkcorrelatorSignalsReceived.aggDataPoints)
 			}
 
@@ -139,7 +147,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["networkcorrelator.diagnoses"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Diagnoses handed to the logs pipeline, one log record each. A cause is reported when first diagnosed; its repeats inside the correlation window are counted into it and reported once more, as an update, when the window closes if anything was added.", mi.Description())
+						assert.Equal(t, "Diagnosis log records handed to the logs pipeline, one per record: a cause's first report plus one update per correlation window in which anything was added to it. It counts records, not failures (a storm of 1000 refused connects in one window is 2 records); use networkcorrelator.failures for failures per pattern.", mi.Description())
 						assert.Equal(t, "{diagnosis}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -156,7 +164,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["networkcorrelator.diagnoses"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Diagnoses handed to the logs pipeline, one log record each. A cause is reported when first diagnosed; its repeats inside the correlation window are counted into it and reported once more, as an update, when the window closes if anything was added.", mi.Description())
+						assert.Equal(t, "Diagnosis log records handed to the logs pipeline, one per record: a cause's first report plus one update per correlation window in which anything was added to it. It counts records, not failures (a storm of 1000 refused connects in one window is 2 records); use networkcorrelator.failures for failures per pattern.", mi.Description())
 						assert.Equal(t, "{diagnosis}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -165,6 +173,50 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.Equal(t, ts, dp.Timestamp())
 						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
 						switch aggMap["networkcorrelator.diagnoses"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("networkcorrelator.pattern")
+						assert.False(t, ok)
+					}
+				case "networkcorrelator.failures":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["networkcorrelator.failures"], "Found a duplicate in the metrics slice: networkcorrelator.failures")
+						validatedMetrics["networkcorrelator.failures"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Failures explained by a diagnosis (each failing connection or neighbour failure counted into a cause), each counted once: a cause's first occurrence with its first report, its repeats with the update sent when the correlation window closes (so up to correlation_window late). Its rate is the failures explained per pattern per second. A log record's networkcorrelator.count is cumulative per cause; this sum adds only what each record adds.", mi.Description())
+						assert.Equal(t, "{failure}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						patternAttrVal, ok := dp.Attributes().Get("networkcorrelator.pattern")
+						assert.True(t, ok)
+						assert.Equal(t, "pattern-val", patternAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["networkcorrelator.failures"], "Found a duplicate in the metrics slice: networkcorrelator.failures")
+						validatedMetrics["networkcorrelator.failures"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Failures explained by a diagnosis (each failing connection or neighbour failure counted into a cause), each counted once: a cause's first occurrence with its first report, its repeats with the update sent when the correlation window closes (so up to correlation_window late). Its rate is the failures explained per pattern per second. A log record's networkcorrelator.count is cumulative per cause; this sum adds only what each record adds.", mi.Description())
+						assert.Equal(t, "{failure}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["networkcorrelator.failures"] {
 						case "sum":
 							assert.Equal(t, int64(4), dp.IntValue())
 						case "avg":
