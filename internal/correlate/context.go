@@ -114,5 +114,12 @@ func ruleDrop(ev *pattern.Evidence, where pattern.Netns) *signal.Signal {
 // on it, so it is asked at their decision points, not after the ranking):
 // cfg.Patterns becomes the library built from cfg's settings with o.
 func WithOverload(cfg *Config, o pattern.OverloadContext) {
-	cfg.Patterns = pattern.Library(pattern.Options{SYNTimeout: cfg.SYNTimeout, ARPTimeout: cfg.ARPTimeout, Overload: o})
+	opts := cfg.libraryOptions()
+	opts.Overload = o
+	cfg.Patterns = pattern.Library(opts)
+}
+
+// libraryOptions are the pattern library's settings taken from cfg.
+func (c *Config) libraryOptions() pattern.Options {
+	return pattern.Options{SYNTimeout: c.SYNTimeout, ARPTimeout: c.ARPTimeout, MinRetransmits: c.MinRetransmits}
 }

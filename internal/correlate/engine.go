@@ -96,6 +96,10 @@ type Config struct {
 	// waiting (resolution may have succeeded) the other patterns decide.
 	// Default 4s: the kernel's 3 s and a second for its verdict to arrive.
 	ARPTimeout time.Duration
+	// MinRetransmits: consecutive retransmission timeouts of an established
+	// connection before blackhole or half_open is diagnosed (see
+	// pattern.DefaultMinRetransmits); 0 = that default.
+	MinRetransmits int
 	// Host and Rules may be nil (no host context). They are asked only
 	// when a new diagnosis is built, never per signal (see pattern.Need).
 	Host  HostContext
@@ -103,7 +107,8 @@ type Config struct {
 	// Cluster may be nil (no Kubernetes context). Its policy verdict is
 	// asked once per failing connection, identities once per diagnosis.
 	Cluster pattern.Cluster
-	// Patterns overrides the library (tests); nil = pattern.Default(SYNTimeout).
+	// Patterns overrides the library (tests); nil = the library with the
+	// settings above (SYNTimeout, ARPTimeout, MinRetransmits).
 	Patterns []pattern.Pattern
 }
 
@@ -133,6 +138,9 @@ func (c Config) Validate() error {
 	opt("grace", c.Grace)
 	opt("flow_ttl", c.FlowTTL)
 	opt("arp_timeout", c.ARPTimeout)
+	if c.MinRetransmits < 0 {
+		errs = append(errs, fmt.Errorf("min_retransmits must be >= 0 (0 = default), got %d", c.MinRetransmits))
+	}
 	if c.MaxEvidence < 0 {
 		errs = append(errs, fmt.Errorf("max_evidence must be >= 0 (0 = default), got %d", c.MaxEvidence))
 	}
@@ -466,7 +474,7 @@ func New(cfg Config, emit func(diagnosis.Diagnosis)) (*Engine, error) {
 	}
 	ps := cfg.Patterns
 	if ps == nil {
-		ps = pattern.Library(pattern.Options{SYNTimeout: cfg.SYNTimeout, ARPTimeout: cfg.ARPTimeout})
+		ps = pattern.Library(cfg.libraryOptions())
 	}
 	e := &Engine{
 		cfg:      cfg,
