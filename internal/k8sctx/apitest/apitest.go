@@ -476,7 +476,7 @@ func apiServerBinary(t testing.TB) string {
 		}
 		if err != nil {
 			if !proxyReachable() {
-				buildOnce.skip = "kube-apiserver is not built and the Go module proxy is unreachable to build it: " + err.Error()
+				buildOnce.skip = "kube-apiserver is not built (`make kube-apiserver`) and the Go module proxy is unreachable to build it: " + err.Error()
 				return
 			}
 			buildOnce.err = fmt.Errorf("scripts/kube/build-apiserver.sh: %w\n%s", err, lastLines(stderr.String(), 30))
