@@ -8,6 +8,7 @@ import (
 	"unicode"
 
 	"github.com/network-correlator/network-correlator/internal/k8sctx"
+	"github.com/network-correlator/network-correlator/internal/pattern"
 	"github.com/network-correlator/network-correlator/receiver/networkcorrelatorreceiver/internal/metadata"
 )
 
@@ -38,6 +39,10 @@ const (
 	minBufferSize = 64 << 10
 	maxBufferSize = 1 << 30
 	maxMaxFlows   = 16 << 20
+	// maxMinRetransmits is tcp_retries2's default: the kernel gives up on
+	// an established connection after 15 timeouts, so a higher threshold
+	// would never be reached before the close.
+	maxMinRetransmits = 15
 	// ifNameSize is the kernel's IFNAMSIZ: names are at most 15 bytes.
 	ifNameSize = 16
 )
@@ -77,6 +82,16 @@ type Config struct {
 	// SYNs still queued past it are diagnosed as arp_failure without the
 	// kernel's verdict. Default 4s; must be > 0.
 	ARPTimeout time.Duration `mapstructure:"arp_timeout"`
+	// MinRetransmits is the number of consecutive retransmission timeouts
+	// of an established connection (its data or its FIN unacknowledged)
+	// from which it is diagnosed as blackhole or half_open, before the
+	// kernel gives up (tcp_retries2, ~15 min). Default 3 (tcp_retries1, when
+	// the kernel itself starts to doubt the route: ~1.4 s after the loss at
+	// the minimum RTO). Lower diagnoses earlier but may report a lossy path
+	// that would have recovered; higher waits longer (the timeouts back off
+	// exponentially). 1 to 15; a threshold the kernel does not reach
+	// leaves the diagnosis to its final ETIMEDOUT close.
+	MinRetransmits int `mapstructure:"min_retransmits"`
 	// Interfaces lists the network interfaces on which the TC program parses
 	// received ICMP errors. Empty (default) means every interface.
 	Interfaces []string `mapstructure:"interfaces"`
@@ -117,6 +132,7 @@ func createDefaultConfig() *Config {
 		CorrelationWindow:    defaultCorrelationWindow,
 		MaxFlows:             defaultMaxFlows,
 		ARPTimeout:           defaultARPTimeout,
+		MinRetransmits:       pattern.DefaultMinRetransmits,
 		CollectionInterval:   defaultCollectionInterval,
 		Kubernetes:           k8sctx.DefaultConfig(),
 		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
@@ -154,6 +170,10 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.ARPTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("arp_timeout: must be positive, got %s", cfg.ARPTimeout))
+	}
+	if cfg.MinRetransmits < 1 || cfg.MinRetransmits > maxMinRetransmits {
+		errs = append(errs, fmt.Errorf("min_retransmits: must be between 1 and %d (consecutive retransmission timeouts), got %d",
+			maxMinRetransmits, cfg.MinRetransmits))
 	}
 	if cfg.MaxFlows < 1 || cfg.MaxFlows > maxMaxFlows {
 		errs = append(errs, fmt.Errorf("max_flows: must be between 1 and %d, got %d", maxMaxFlows, cfg.MaxFlows))

@@ -28,6 +28,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.CorrelationWindow = 2 * time.Minute
 	custom.MaxFlows = 1000
 	custom.ARPTimeout = 6 * time.Second
+	custom.MinRetransmits = 5
 	custom.Interfaces = []string{"eth0", "veth-a1b2c3"}
 	custom.DropReasons = []string{"NETFILTER_DROP", "skb_drop_reason_no_socket"}
 	custom.ConnectErrors = true
@@ -63,6 +64,10 @@ func TestLoadConfig(t *testing.T) {
 		{id: "networkcorrelator/max_flows_zero", wantErrs: []string{"max_flows: must be between 1 and 16777216, got 0"}},
 		{id: "networkcorrelator/arp_timeout_zero", wantErrs: []string{"arp_timeout: must be positive, got 0s"}},
 		{id: "networkcorrelator/arp_timeout_negative", wantErrs: []string{"arp_timeout: must be positive, got -1s"}},
+		{id: "networkcorrelator/min_retransmits_1", want: withMinRetransmits(1)},
+		{id: "networkcorrelator/min_retransmits_15", want: withMinRetransmits(15)},
+		{id: "networkcorrelator/min_retransmits_zero", wantErrs: []string{"min_retransmits: must be between 1 and 15 (consecutive retransmission timeouts), got 0"}},
+		{id: "networkcorrelator/min_retransmits_above_tcp_retries2", wantErrs: []string{"min_retransmits: must be between 1 and 15 (consecutive retransmission timeouts), got 16"}},
 		{id: "networkcorrelator/collection_interval_negative", wantErrs: []string{"collection_interval: must be positive, got -1s"}},
 		{id: "networkcorrelator/bad_interfaces", wantErrs: []string{
 			"interfaces[0]: interface name is empty",
@@ -86,6 +91,7 @@ func TestLoadConfig(t *testing.T) {
 			"replay_file: required",
 			"buffer_size: must be a power of two",
 			"max_flows: must be between 1 and 16777216, got -1",
+			"min_retransmits: must be between 1 and 15 (consecutive retransmission timeouts), got -3",
 		}},
 	}
 	for _, tt := range tests {
@@ -121,6 +127,12 @@ func TestLoadConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+func withMinRetransmits(n int) *Config {
+	cfg := createDefaultConfig()
+	cfg.MinRetransmits = n
+	return cfg
 }
 
 // ignoreUnexported skips every unexported field (mdatagen's generated

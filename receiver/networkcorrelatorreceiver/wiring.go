@@ -37,11 +37,12 @@ func openSource(cfg *Config, logger *zap.Logger) (signalSource, error) {
 
 func newCorrelator(cfg *Config, cluster pattern.Cluster, emit func(diagnosis.Diagnosis)) (correlator, error) {
 	ecfg := correlate.Config{
-		SYNTimeout: cfg.SYNTimeout,
-		Window:     cfg.CorrelationWindow,
-		MaxFlows:   cfg.MaxFlows,
-		ARPTimeout: cfg.ARPTimeout,
-		Cluster:    cluster,
+		SYNTimeout:     cfg.SYNTimeout,
+		Window:         cfg.CorrelationWindow,
+		MaxFlows:       cfg.MaxFlows,
+		ARPTimeout:     cfg.ARPTimeout,
+		MinRetransmits: cfg.MinRetransmits,
+		Cluster:        cluster,
 	}
 	// A recording's namespaces are not this host's: only live signals are
 	// named from /proc and /run/netns, and only they get host context
