@@ -1,6 +1,6 @@
 //go:build linux
 
-package correlate
+package correlate_test
 
 import (
 	"bytes"
@@ -12,13 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/network-correlator/network-correlator/internal/correlate"
 	"github.com/network-correlator/network-correlator/internal/diagnosis"
 	"github.com/network-correlator/network-correlator/internal/lab"
+	"github.com/network-correlator/network-correlator/internal/livetest"
 	"github.com/network-correlator/network-correlator/internal/probe"
 	"github.com/network-correlator/network-correlator/internal/replay"
 	"github.com/network-correlator/network-correlator/internal/signal"
@@ -26,125 +27,30 @@ import (
 
 var record = flag.Bool("record", false, "write each kernel scenario's signals to testdata/replay/kernel_*.jsonl")
 
-type labNamer struct{ l *lab.Lab }
-
-func (n labNamer) Name(inode uint32, _ uint64) string {
-	if h := n.l.HostByInode(inode); h != nil {
-		return h.Name
-	}
-	return ""
-}
-
-// liveEngine runs the real probes into an engine, as the receiver does:
-// one goroutine observes, a ticker ticks on the wall clock.
-type liveEngine struct {
-	mu   sync.Mutex
-	ds   []diagnosis.Diagnosis
-	sigs []signal.Signal
-}
-
-func (le *liveEngine) snapshot() ([]diagnosis.Diagnosis, []signal.Signal) {
-	le.mu.Lock()
-	defer le.mu.Unlock()
-	return append([]diagnosis.Diagnosis(nil), le.ds...), append([]signal.Signal(nil), le.sigs...)
-}
-
-func startLive(t *testing.T, l *lab.Lab) *liveEngine {
+// startLive runs the real probes into an engine with the default
+// configuration, keeping only this lab's flows: other tests may run probes
+// and namespaces at the same time.
+func startLive(t *testing.T, l *lab.Lab) *livetest.Run {
 	t.Helper()
-	// Other tests may run probes and namespaces at the same time: keep
-	// only this lab's flows.
 	return startLiveKeeping(t, l, probe.Config{}, func(s *signal.Signal) bool {
 		return l.Subnet().Contains(s.Flow.Src) || l.Subnet().Contains(s.Flow.Dst)
 	})
 }
 
-// startLiveKeeping runs the real probes (cfg) into an engine, keeping the
-// signals that keep accepts; it stops both when the test ends.
-func startLiveKeeping(t *testing.T, l *lab.Lab, cfg probe.Config, keep func(*signal.Signal) bool) *liveEngine {
+// startLiveKeeping runs the real probes (cfg) into an engine, feeding it
+// and recording the signals that keep accepts; it stops both when the test
+// ends.
+func startLiveKeeping(t *testing.T, l *lab.Lab, cfg probe.Config, keep func(*signal.Signal) bool) *livetest.Run {
 	t.Helper()
-	if err := probe.Check(); err != nil {
-		t.Skipf("skipping kernel test: %v", err)
-	}
-	p, err := probe.Open(cfg)
-	if err != nil {
-		t.Fatalf("probe.Open: %v", err)
-	}
-	le := &liveEngine{}
-	ecfg := DefaultConfig()
-	ecfg.NetnsNamer = labNamer{l}
-	e, err := New(ecfg, func(d diagnosis.Diagnosis) {
-		if err := d.Validate(); err != nil {
-			t.Errorf("invalid diagnosis: %v", err)
-		}
-		le.mu.Lock()
-		le.ds = append(le.ds, d)
-		le.mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	sigc := make(chan signal.Signal, 4096)
-	runDone := make(chan error, 1)
-	go func() {
-		runDone <- p.Run(ctx, func(s signal.Signal) {
-			if keep(&s) {
-				sigc <- s
-			}
-		})
-	}()
-	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case s := <-sigc:
-				le.mu.Lock()
-				le.sigs = append(le.sigs, s)
-				le.mu.Unlock()
-				e.Observe(s)
-			case now := <-tick.C:
-				e.Tick(now)
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-runDone; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("probe.Run: %v", err)
-		}
-		<-loopDone
-		if err := p.Close(); err != nil {
-			t.Errorf("probe.Close: %v", err)
-		}
-	})
-	return le
+	ecfg := correlate.DefaultConfig()
+	ecfg.NetnsNamer = livetest.Names{Lab: l}
+	return livetest.Start(t, livetest.Options{Probe: cfg, Engine: ecfg, Feed: keep})
 }
 
-// waitFor polls until a diagnosis with the key prefix appears.
-func (le *liveEngine) waitFor(t *testing.T, keyPrefix string, within time.Duration) diagnosis.Diagnosis {
+// waitKey waits for a diagnosis whose key starts with keyPrefix.
+func waitKey(t *testing.T, le *livetest.Run, keyPrefix string, within time.Duration) diagnosis.Diagnosis {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		ds, _ := le.snapshot()
-		for _, d := range ds {
-			if strings.HasPrefix(d.Key, keyPrefix) {
-				return d
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	ds, sigs := le.snapshot()
-	var b strings.Builder
-	for _, s := range sigs {
-		fmt.Fprintf(&b, "\n  %s %+v", s, s)
-	}
-	t.Fatalf("no diagnosis %s within %v; got %d diagnoses %+v; signals:%s", keyPrefix, within, len(ds), ds, b.String())
-	return diagnosis.Diagnosis{}
+	return le.WaitFor(t, within, keyPrefix, func(d diagnosis.Diagnosis) bool { return strings.HasPrefix(d.Key, keyPrefix) })
 }
 
 func saveRecording(t *testing.T, name string, sigs []signal.Signal, comment string) {
@@ -243,7 +149,7 @@ func TestKernelScenarios(t *testing.T) {
 			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
 				t.Fatalf("connect error %v, want %v", err, tc.wantErr)
 			}
-			d := le.waitFor(t, tc.key(client, server), tc.within)
+			d := waitKey(t, le, tc.key(client, server), tc.within)
 			if !strings.Contains(d.Summary, tc.summary) {
 				t.Errorf("summary %q, want it to contain %q", d.Summary, tc.summary)
 			}
@@ -257,7 +163,7 @@ func TestKernelScenarios(t *testing.T) {
 			t.Logf("%s after %v: %s (confidence %.2f)", d.Pattern, took.Round(time.Millisecond), d.Summary, d.Confidence)
 			// Let the tail of the sequence (e.g. the close) arrive, then keep it.
 			time.Sleep(300 * time.Millisecond)
-			_, sigs := le.snapshot()
+			sigs, _ := le.Snapshot()
 			saveRecording(t, tc.fixture, sigs, tc.describe)
 		})
 	}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package correlate
+package correlate_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/network-correlator/network-correlator/internal/lab"
+	"github.com/network-correlator/network-correlator/internal/livetest"
 	"github.com/network-correlator/network-correlator/internal/probe"
 	"github.com/network-correlator/network-correlator/internal/signal"
 	"golang.org/x/sys/unix"
@@ -20,7 +21,7 @@ import (
 // startLiveLab is startLive keeping every signal recorded in one of the
 // lab's namespaces (neighbour failures and connect() errors to addresses
 // outside the lab subnet carry no lab flow).
-func startLiveLab(t *testing.T, l *lab.Lab) *liveEngine {
+func startLiveLab(t *testing.T, l *lab.Lab) *livetest.Run {
 	t.Helper()
 	return startLiveKeeping(t, l, probe.Config{ConnectErrors: true}, func(s *signal.Signal) bool {
 		return l.HostByInode(s.NetnsInode) != nil || l.Subnet().Contains(s.Flow.Src) || l.Subnet().Contains(s.Flow.Dst)
@@ -176,14 +177,14 @@ func TestKernelPatternScenarios(t *testing.T) {
 			if tc.wantErr != nil && (len(errs) == 0 || !errors.Is(errs[0], tc.wantErr)) {
 				t.Fatalf("connect error %v, want %v", errs[0], tc.wantErr)
 			}
-			d := le.waitFor(t, tc.key(l, client, server), tc.within)
+			d := waitKey(t, le, tc.key(l, client, server), tc.within)
 			if !strings.Contains(d.Summary, tc.summary) {
 				t.Errorf("summary %q, want it to contain %q", d.Summary, tc.summary)
 			}
 			t.Logf("%s after %v: %s (confidence %.2f)\n%s", d.Pattern, d.LastSeen.Sub(start).Round(time.Millisecond), d.Summary, d.Confidence, d.Details)
 			// One failure, one diagnosis: no other pattern reported it.
 			time.Sleep(500 * time.Millisecond)
-			ds, sigs := le.snapshot()
+			sigs, ds := le.Snapshot()
 			for _, x := range ds {
 				if x.Pattern != d.Pattern {
 					t.Errorf("also diagnosed as %s: %s\n%s", x.Key, x.Summary, x.Details)
