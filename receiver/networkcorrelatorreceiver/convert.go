@@ -136,6 +136,9 @@ func fillRecord(lr plog.LogRecord, d *diagnosis.Diagnosis, observed time.Time) {
 	putNonEmpty(a, attrPrefix+"details", d.Details)
 	putNonEmpty(a, attrPrefix+"impact", d.Impact)
 	putNonEmpty(a, attrPrefix+"resolution", d.Resolution)
+	// Count is what a reader of one record wants (occurrences so far).
+	// d.New is left out: summing records is the failures metric's job,
+	// and a log store summing New would depend on every update arriving.
 	a.PutInt(attrPrefix+"count", int64(d.Count))
 	putTime(a, attrPrefix+"first_seen", d.FirstSeen)
 	putTime(a, attrPrefix+"last_seen", d.LastSeen)
