@@ -73,7 +73,9 @@ func TestKernelSourceRefusedConnect(t *testing.T) {
 		found.lr.ObservedTimestamp().AsTime().Sub(connectAt),
 		found.lr.ObservedTimestamp().AsTime().Sub(found.lr.Timestamp().AsTime()))
 	waitFor(t, "signals counted in the metrics", func() bool {
-		return lastPoints(metrics)["networkcorrelator.diagnoses"]["connection_refused"] >= 1
+		pts := lastPoints(metrics)
+		return pts["networkcorrelator.diagnoses"]["connection_refused"] >= 1 &&
+			pts["networkcorrelator.failures"]["connection_refused"] >= 1
 	})
 }
 
