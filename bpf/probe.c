@@ -368,9 +368,11 @@ int on_inet_sock_set_state(u64 *ctx)
 	struct sock *sk = (void *)ctx[0];
 	int oldstate = (int)ctx[1];
 	int newstate = (int)ctx[2];
-	struct nc_event e = {};
+	struct nc_event e;
 	int sk_err;
 
+	/* Hot path (every state change of every TCP socket): the event is
+	 * zeroed only once it counts, not before the filters. */
 	if (newstate != TCP_CLOSE)
 		return 0;
 	sk_err = sk->sk_err;
@@ -379,6 +381,7 @@ int on_inet_sock_set_state(u64 *ctx)
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 
+	__builtin_memset(&e, 0, sizeof(e));
 	e.kind = NC_KIND_STATE_CHANGE;
 	e.sk_err = sk_err;
 	fill_sock(&e, sk);
@@ -554,16 +557,19 @@ int on_neigh_timer_handler(u64 *ctx)
 	__u8 state = n->nud_state;
 	struct neigh_table *tbl;
 	struct neigh_seen *seen;
-	struct nc_event e = {};
+	struct nc_event e;
 	__u64 key = (__u64)n, ha[2] = {};
 	int family;
 
+	/* Every neighbour timer of the host passes here: zero the event
+	 * only for a FAILED entry. */
 	if (state & (NUD_INCOMPLETE | NUD_PROBE)) {
 		note_resolving(n, state);
 		return 0;
 	}
 	if (state != NUD_FAILED)
 		return 0;
+	__builtin_memset(&e, 0, sizeof(e));
 
 	tbl = n->tbl;
 	family = BPF_CORE_READ(tbl, family);
@@ -671,7 +677,7 @@ int on_sys_exit_connect(struct sys_exit_connect_args *ctx)
 	struct connect_call *c;
 	struct connect_call call;
 	long ret = ctx->ret;
-	struct nc_event e = {};
+	struct nc_event e;
 	struct task_struct *task;
 	struct fdtable *fdt;
 	struct file *file = 0;
@@ -693,6 +699,7 @@ int on_sys_exit_connect(struct sys_exit_connect_args *ctx)
 	case NC_EFAULT:
 		return 0;
 	}
+	__builtin_memset(&e, 0, sizeof(e));
 	if (connect_args_from_regs) {
 		/* The syscall's user registers are intact at its exit but for
 		 * the return value register (x86-64: ax; arm64: x0, whose
@@ -839,7 +846,7 @@ SEC("tcx/ingress")
 int on_icmp_ingress(struct __sk_buff *skb)
 {
 	__u16 proto = bpf_ntohs((__u16)skb->protocol);
-	struct nc_event e = {};
+	struct nc_event e; /* zeroed once the packet is an ICMP error */
 	__u32 off;
 	__u8 inner_proto;
 	int l4;
@@ -866,6 +873,7 @@ int on_icmp_ingress(struct __sk_buff *skb)
 		off = ihl + 8;
 		if (bpf_skb_load_bytes_relative(skb, off, in, sizeof(in), BPF_HDR_START_NET) || in[0] >> 4 != 4)
 			return TCX_NEXT;
+		__builtin_memset(&e, 0, sizeof(e));
 		e.family = AF_INET;
 		__builtin_memcpy(e.peer, &ip[12], 4);
 		__builtin_memcpy(e.saddr, &in[12], 4);
@@ -890,6 +898,7 @@ int on_icmp_ingress(struct __sk_buff *skb)
 			return TCX_NEXT;
 		if (bpf_skb_load_bytes_relative(skb, 48, in6, sizeof(in6), BPF_HDR_START_NET) || in6[0] >> 4 != 6)
 			return TCX_NEXT;
+		__builtin_memset(&e, 0, sizeof(e));
 		e.family = AF_INET6;
 		__builtin_memcpy(e.peer, &ip6[8], 16);
 		__builtin_memcpy(e.saddr, &in6[8], 16);
@@ -925,11 +934,12 @@ int on_icmp_send(u64 *ctx)
 	struct sk_buff *skb = (void *)ctx[0];
 	int type = (int)ctx[1];
 	int code = (int)ctx[2];
-	struct nc_event e = {};
+	struct nc_event e;
 	struct sock *sk;
 
 	if (type != ICMP_DEST_UNREACH && type != ICMP_TIME_EXCEEDED && type != ICMP_PARAMETERPROB)
 		return 0;
+	__builtin_memset(&e, 0, sizeof(e));
 	if (parse_packet(skb, &e))
 		return 0;
 	e.kind = NC_KIND_ICMP_SENT;
