@@ -20,7 +20,7 @@ build: ## compile every package (no clang needed: the eBPF objects are committed
 	$(GO) build ./...
 
 .PHONY: test
-test: ## run every test, root and lab tests included (run as root)
+test: kube-apiserver victoria-logs ## run every test, root and lab tests included (run as root); installs the test servers first
 	$(GO) test $(TESTFLAGS) ./...
 
 .PHONY: collector
