@@ -8,7 +8,20 @@ import (
 	"github.com/network-correlator/network-correlator/internal/pattern"
 )
 
-var _ pattern.Lifecycle = (*Context)(nil)
+var _ pattern.PodLifecycle = (*Context)(nil)
+
+// podHolder is what *k8sctx.Provider and *k8sctx.Index add to a Resolver
+// to say cheaply whether an address is a pod's.
+type podHolder interface {
+	HoldsPod(ip netip.Addr, at time.Time) bool
+}
+
+// HoldsPod answers pattern.PodLifecycle: whether a pod held addr at at;
+// false with a resolver that cannot say.
+func (c *Context) HoldsPod(addr netip.Addr, at time.Time) bool {
+	h, ok := c.resolver.(podHolder)
+	return ok && h.HoldsPod(addr, at)
+}
 
 // Lifecycle answers pattern.Lifecycle from the resolver's history; a
 // resolver without it (k8sctx.LifecycleResolver) has nothing to say.

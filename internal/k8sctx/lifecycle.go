@@ -95,3 +95,16 @@ func (x *Index) Lifecycle(ip netip.Addr, since, at time.Time) []LifecycleEvent {
 func (p *Provider) Lifecycle(ip netip.Addr, since, at time.Time) []LifecycleEvent {
 	return p.index.Lifecycle(ip, since, at)
 }
+
+// HoldsPod reports whether a pod held ip at at (the pod Lookup would
+// name). It takes the read lock and allocates nothing: asked for every
+// reset from a peer.
+func (x *Index) HoldsPod(ip netip.Addr, at time.Time) bool {
+	ip = ip.Unmap()
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return ownerAt(x.byIP[ip], at) != nil
+}
+
+// HoldsPod is HoldsPod on the provider's index.
+func (p *Provider) HoldsPod(ip netip.Addr, at time.Time) bool { return p.index.HoldsPod(ip, at) }
