@@ -121,5 +121,6 @@ func WithOverload(cfg *Config, o pattern.OverloadContext) {
 
 // libraryOptions are the pattern library's settings taken from cfg.
 func (c *Config) libraryOptions() pattern.Options {
-	return pattern.Options{SYNTimeout: c.SYNTimeout, ARPTimeout: c.ARPTimeout, MinRetransmits: c.MinRetransmits}
+	return pattern.Options{SYNTimeout: c.SYNTimeout, ARPTimeout: c.ARPTimeout, MinRetransmits: c.MinRetransmits,
+		Cluster: c.Cluster, LifecycleWait: c.LifecycleWait, LifecycleTolerance: c.LifecycleTolerance}
 }

@@ -107,6 +107,16 @@ type Config struct {
 	// Cluster may be nil (no Kubernetes context). Its policy verdict is
 	// asked once per failing connection, identities once per diagnosis.
 	Cluster pattern.Cluster
+	// LifecycleWait: with a Cluster that knows pods' lifecycle
+	// (pattern.PodLifecycle), how long after a reset by a pod's kernel
+	// (what an application's abort also looks like) the connection waits
+	// for the cluster to report that pod's container stopped, which makes
+	// it peer_lost_state/container_terminated. The kubelet reports it 1-2 s
+	// after the container died. Default 5s.
+	LifecycleWait time.Duration
+	// LifecycleTolerance: how far from the reset that termination
+	// (finishedAt, one-second resolution) may be. Default 2s.
+	LifecycleTolerance time.Duration
 	// Patterns overrides the library (tests); nil = the library with the
 	// settings above (SYNTimeout, ARPTimeout, MinRetransmits).
 	Patterns []pattern.Pattern
@@ -138,6 +148,8 @@ func (c Config) Validate() error {
 	opt("grace", c.Grace)
 	opt("flow_ttl", c.FlowTTL)
 	opt("arp_timeout", c.ARPTimeout)
+	opt("lifecycle_wait", c.LifecycleWait)
+	opt("lifecycle_tolerance", c.LifecycleTolerance)
 	if c.MinRetransmits < 0 {
 		errs = append(errs, fmt.Errorf("min_retransmits must be >= 0 (0 = default), got %d", c.MinRetransmits))
 	}
@@ -266,9 +278,12 @@ type flowState struct {
 	oriented   bool
 	pending    bool
 	neigh      bool // a neighbour failure's pseudo-connection
-	nsock      uint8
-	npkt       uint8
-	nrefs      uint8
+	// closed: its last signal came while a pattern waited for outside
+	// evidence (a Defer with Until and no verdict): kept until decided.
+	closed bool
+	nsock  uint8
+	npkt   uint8
+	nrefs  uint8
 	// diagnosed: bit i set once pattern i diagnosed this connection; refs
 	// hold the aggregation keys of the first maxDiagRefs of them.
 	diagnosed uint16
@@ -277,7 +292,10 @@ type flowState struct {
 	wanted     uint16
 	gen        uint64
 	pendingDue time.Time
-	refs       [maxDiagRefs]diagRef
+	// pendingWait: the latest Until of a Defer without a verdict (a wait
+	// for outside evidence) at the last evaluation.
+	pendingWait time.Time
+	refs        [maxDiagRefs]diagRef
 
 	// tuple is the 5-tuple in key order; kept signals store only their
 	// direction relative to it.
@@ -569,11 +587,18 @@ func (e *Engine) Observe(s signal.Signal) {
 	e.record(f, t)
 	e.evaluate(f, t, t.Time)
 	// The client socket left SYN_SENT or closed, or connect() returned an
-	// error: this connection is decided.
+	// error: this connection is decided, unless a pattern waits for the
+	// cluster's word on it (its Until bounds the wait; Tick decides).
 	if t.Kind == signal.KindStateChange && t.Flow == f.flow &&
 		(t.OldState == signal.StateSynSent || t.State == signal.StateClose) ||
 		t.Kind == signal.KindConnectError {
-		e.removeFlow(f)
+		if f.pending && f.pendingWait.After(t.Time) {
+			f.closed = true
+		} else {
+			e.removeFlow(f)
+		}
+	} else if f.closed && !f.pending {
+		e.removeFlow(f) // kept past its last signal, now decided
 	}
 }
 
@@ -822,7 +847,8 @@ func (e *Engine) removeFlow(f *flowState) {
 	f.tuple = signal.Flow{}
 	f.key, f.flow, f.last, f.client = connKey{}, signal.Flow{}, time.Time{}, pattern.Netns{}
 	f.oriented, f.pending, f.nsock, f.npkt, f.nrefs, f.diagnosed, f.wanted, f.gen = false, false, 0, 0, 0, 0, 0, 0
-	f.neigh = false
+	f.neigh, f.closed = false, false
+	f.pendingWait = time.Time{}
 	f.pendingDue, f.refs = time.Time{}, [maxDiagRefs]diagRef{} // drops the aggregate pointers
 	e.free = append(e.free, f)
 }
@@ -962,6 +988,7 @@ func (e *Engine) evaluate(f *flowState, trigger *signal.Signal, now time.Time) {
 	ev := e.fillEvidence(f, trigger, now)
 	n := 0
 	deferred := false
+	var wait time.Time       // the latest bounded wait for outside evidence
 	var hold pattern.Verdict // the strongest Defer that says what it expects
 	for m := asked; m != 0; m &= m - 1 {
 		i := bits.TrailingZeros16(m)
@@ -1003,6 +1030,9 @@ func (e *Engine) evaluate(f *flowState, trigger *signal.Signal, now time.Time) {
 			n++
 		case pattern.Defer:
 			deferred = true
+			if v.Confidence == 0 && v.Until.After(wait) {
+				wait = v.Until
+			}
 			if v.Confidence > 0 && v.Until.After(now) && (hold.Confidence == 0 || better(v, hold)) {
 				hold = v
 			}
@@ -1019,6 +1049,7 @@ func (e *Engine) evaluate(f *flowState, trigger *signal.Signal, now time.Time) {
 	// Never on the connection's last signal: its state goes right after.
 	holding := hold.Confidence > 0 && !deciding(f, trigger) && (n == 0 || better(hold, e.matches[best].v) &&
 		f.diagnosed&(1<<e.matches[best].idx) == 0)
+	f.pendingWait = wait
 	switch {
 	case n > 0 && !holding:
 		f.pending = false
@@ -1319,7 +1350,7 @@ func (e *Engine) Tick(now time.Time) {
 		}
 		f.pending = false
 		e.evaluate(f, nil, now) // may defer again: appends past n
-		if f.neigh && !f.pending {
+		if (f.neigh || f.closed) && !f.pending {
 			e.removeFlow(f)
 		}
 	}

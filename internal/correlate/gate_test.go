@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"net/netip"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -54,7 +55,7 @@ func (u ungated) Match(ev *pattern.Evidence) (pattern.Verdict, pattern.Outcome) 
 
 func ungatedLibrary(t testing.TB, cfg Config) []pattern.Pattern {
 	var ps []pattern.Pattern
-	for _, p := range pattern.Library(pattern.Options{SYNTimeout: cfg.SYNTimeout, ARPTimeout: 4 * time.Second}) {
+	for _, p := range pattern.Library(pattern.Options{SYNTimeout: cfg.SYNTimeout, ARPTimeout: 4 * time.Second, Cluster: cfg.Cluster}) {
 		ps = append(ps, ungated{p, t})
 	}
 	return ps
@@ -102,16 +103,21 @@ func TestGatesChangeNothing(t *testing.T) {
 		corpora[filepath.Base(f)] = decodeFixture(f)
 	}
 	for name, sigs := range corpora {
-		for _, cluster := range []bool{false, true} {
+		for _, cluster := range []string{"", "policy", "lifecycle"} {
+			newCluster := func() pattern.Cluster {
+				switch cluster {
+				case "policy":
+					return &benchCluster{}
+				case "lifecycle":
+					return &killCluster{}
+				}
+				return nil
+			}
 			cfg := DefaultConfig()
-			if cluster {
-				cfg.Cluster = &benchCluster{}
-			}
+			cfg.Cluster = newCluster()
 			got, gst := runEngine(t, cfg, sigs)
+			cfg.Cluster = newCluster()
 			cfg.Patterns = ungatedLibrary(t, cfg)
-			if cluster {
-				cfg.Cluster = &benchCluster{}
-			}
 			want, wst := runEngine(t, cfg, sigs)
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("%s (cluster %v): %d diagnoses with gates, %d without, or they differ", name, cluster, len(got), len(want))
@@ -121,4 +127,19 @@ func TestGatesChangeNothing(t *testing.T) {
 			}
 		}
 	}
+}
+
+// killCluster: every address is a pod whose container stopped at the time
+// asked about (the middle of the queried span), so that peer_lost_state
+// decides every reset it may wait for.
+type killCluster struct{ benchCluster }
+
+func (*killCluster) HoldsPod(netip.Addr, time.Time) bool { return true }
+
+func (*killCluster) Lifecycle(_ netip.Addr, since, at time.Time) []pattern.LifecycleEvent {
+	if since.IsZero() {
+		return nil
+	}
+	return []pattern.LifecycleEvent{{Time: since.Add(at.Sub(since) / 2), Kind: pattern.LifecycleRestarted,
+		Namespace: "prod", Pod: "backend", Container: "app", Reason: "Error", ExitCode: 1, Restarts: 1}}
 }

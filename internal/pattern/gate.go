@@ -134,14 +134,25 @@ func halfOpenDecides(t *signal.Signal) bool {
 }
 
 // Gate: decides at a segment meeting no socket (its drop or the RST sent for
-// it), at a RST received in ESTABLISHED and at the close it causes.
-func (PeerLostState) Gate() Gate {
+// it), at a RST received in ESTABLISHED and at the close it causes; with
+// Restarts also at the peer kernel's own RST, at a RST received in CLOSE_WAIT and
+// at the close it causes (a RST received is then wanted too).
+func (p PeerLostState) Gate() Gate {
+	if p.Restarts != nil {
+		return Gate{Triggers: KindsOf(signal.KindDrop, signal.KindResetSent, signal.KindResetReceived, signal.KindStateChange),
+			Decides: peerLostKilledDecides,
+			Wanted:  KindsOf(signal.KindDrop, signal.KindResetSent, signal.KindRetransmit, signal.KindResetReceived)}
+	}
 	return Gate{Triggers: KindsOf(signal.KindDrop, signal.KindResetSent, signal.KindResetReceived, signal.KindStateChange),
 		Decides: peerLostDecides, Wanted: KindsOf(signal.KindDrop, signal.KindResetSent, signal.KindRetransmit)}
 }
 
 func peerLostDecides(t *signal.Signal) bool {
 	return lostDrop(t) || lostReset(t) || peerReset(t) || resetClose(t)
+}
+
+func peerLostKilledDecides(t *signal.Signal) bool {
+	return peerLostDecides(t) || peerKernelReset(t) || keeperReset(t) || keeperClose(t)
 }
 
 // Gate: matches only where syn_dropped or connection_refused does, and only

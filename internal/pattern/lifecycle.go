@@ -70,6 +70,9 @@ const (
 func lifecycleRoleOf(p diagnosis.Pattern, cause string) lifecycleRole {
 	switch p {
 	case diagnosis.PatternPeerLostState:
+		if cause == CauseContainerTerminated {
+			return roleNone // the diagnosis is the lifecycle event already
+		}
 		return roleLostState
 	case diagnosis.PatternHalfOpen:
 		if cause == CauseFINUnanswered || cause == CauseDataUnanswered {
@@ -297,4 +300,43 @@ func agoText(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// PodLifecycle is the optional part of a Cluster that lets peer_lost_state
+// wait for the termination of the container behind a reset (see
+// PeerLostState.Restarts).
+type PodLifecycle interface {
+	Lifecycle
+	// HoldsPod reports whether a pod held addr at at. It is asked for
+	// every reset from a peer, so it must not allocate.
+	HoldsPod(addr netip.Addr, at time.Time) bool
+}
+
+// stopped reports a container that stopped (restarted or not).
+func (e LifecycleEvent) stopped() bool {
+	return e.Kind == LifecycleRestarted || e.Kind == LifecycleTerminated
+}
+
+// killedPhrase is a container termination for a summary: "container app
+// of pod prod/backend-x was OOMKilled (exit 137) at 04:55:01 UTC".
+func (e LifecycleEvent) killedPhrase() string {
+	var how string
+	switch {
+	case e.Reason == "OOMKilled":
+		how = fmt.Sprintf("was OOMKilled (exit %d)", e.ExitCode)
+	case e.Reason != "":
+		how = fmt.Sprintf("stopped (%s, exit %d)", e.Reason, e.ExitCode)
+	default:
+		how = fmt.Sprintf("stopped (exit %d)", e.ExitCode)
+	}
+	return fmt.Sprintf("container %s of pod %s %s at %s", e.Container, e.pod(), how, e.Time.UTC().Format("15:04:05 MST"))
+}
+
+// killedResolution is what to do about a container whose connections were
+// reset when it stopped: why it stopped first, then how to stop without
+// resetting clients, and how clients survive it.
+func (e LifecycleEvent) killedResolution() string {
+	return e.resolution() + " A stopping container's connections are reset by its kernel: handle SIGTERM by " +
+		"draining connections before exiting (preStop hook, graceful shutdown within terminationGracePeriodSeconds), " +
+		"and let clients retry idempotent requests on a new connection."
 }

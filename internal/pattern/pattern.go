@@ -125,7 +125,10 @@ type Verdict struct {
 	Need Need
 	// Until, with Defer: the evidence this pattern waits for may take until
 	// then (e.g. the kernel giving up ARP). A Defer whose verdict would
-	// outrank every Match holds the connection's decision until then.
+	// outrank every Match holds the connection's decision until then. One
+	// without a Confidence waits for evidence from outside the kernel (the
+	// cluster's report of a container's end): the connection is kept past
+	// its last signal until then and asked again every grace period.
 	Until time.Time
 }
 
@@ -160,19 +163,33 @@ type Options struct {
 	// Overload: host context for AcceptQueueFull and ConntrackTableFull;
 	// nil leaves them out (replays, no host context).
 	Overload OverloadContext
+	// Cluster: when it answers PodLifecycle, peer_lost_state waits up to
+	// LifecycleWait for the termination of a pod's container behind a
+	// reset (see PeerLostState); nil or without it, no wait.
+	Cluster Cluster
+	// LifecycleWait, LifecycleTolerance: PeerLostState.Wait and Tolerance.
+	LifecycleWait, LifecycleTolerance time.Duration
 }
 
 // Library returns every pattern with the given settings.
 func Library(o Options) []Pattern {
 	ps := []Pattern{ConnectionRefused{}, SYNDropped{Timeout: o.SYNTimeout}, ARPFailure{Timeout: o.ARPTimeout}, ICMPError{},
 		RouteFailure{}, ListenOverflow{},
-		Blackhole{MinRetransmits: o.MinRetransmits}, HalfOpen{MinRetransmits: o.MinRetransmits}, PeerLostState{},
+		Blackhole{MinRetransmits: o.MinRetransmits}, HalfOpen{MinRetransmits: o.MinRetransmits}, o.peerLost(),
 		NetworkPolicyBlock{SYN: SYNDropped{Timeout: o.SYNTimeout}}, ServiceNoEndpoints{SYN: SYNDropped{Timeout: o.SYNTimeout}}}
 	if o.Overload != nil {
 		ps = append(ps, AcceptQueueFull{SYN: SYNDropped{Timeout: o.SYNTimeout}, Host: o.Overload},
 			ConntrackTableFull{SYN: SYNDropped{Timeout: o.SYNTimeout}, Host: o.Overload})
 	}
 	return ps
+}
+
+func (o Options) peerLost() PeerLostState {
+	p := PeerLostState{Wait: o.LifecycleWait, Tolerance: o.LifecycleTolerance}
+	if pl, ok := o.Cluster.(PodLifecycle); ok {
+		p.Restarts = pl
+	}
+	return p
 }
 
 // Errno values seen in sk_err and hook return codes (Linux, all architectures

@@ -24,6 +24,27 @@ const (
 	// went unanswered and then a RST came back: the peer came back without
 	// the connection.
 	CauseResetAfterOutage = "reset_after_outage"
+	// CauseContainerTerminated: the peer's kernel reset the connection
+	// (a close with unread data, or an orphan answering data after its
+	// FIN) as the cluster reports the peer pod's container stopped: it was
+	// killed (OOM, crash) in a pod whose network namespace stays.
+	CauseContainerTerminated = "container_terminated"
+)
+
+// Defaults of PeerLostState's wait for a container termination.
+const (
+	// DefaultLifecycleWait: the kubelet reports a termination 1-2 s after
+	// the container died; the API and the informers add a little.
+	DefaultLifecycleWait = 5 * time.Second
+	// DefaultLifecycleTolerance: finishedAt has a resolution of one second
+	// (RFC 3339 in the API) and the node's and the API's clocks differ a
+	// little.
+	DefaultLifecycleTolerance = 2 * time.Second
+	// orphanLinger: how long before a RST an orphan may have sent its FIN
+	// (tcp_fin_timeout, 60 s by default, keeps it in FIN_WAIT2): a RST
+	// ending a connection the peer had closed may follow its
+	// termination by that much.
+	orphanLinger = 60 * time.Second
 )
 
 // abortReasons are the sk_rst_reason names of resets an application or the
@@ -134,20 +155,49 @@ func endingReset(s *signal.Signal) bool {
 // is ordinary teardown; and a bare RST received in ESTABLISHED with nothing else (a remote application's abort looks exactly like it:
 // ordinary teardown noise, dozens per second on a busy server).
 //
+// Container killed (cause container_terminated), only with Restarts: a
+// reset the rules above leave alone (an abort by the peer's kernel, a RST
+// in ESTABLISHED or CLOSE_WAIT, the close with ECONNRESET or EPIPE it
+// causes) from a peer that is a pod is what a container killed inside a
+// pod that keeps its network namespace looks like: its kernel closes the
+// sockets, with a RST when data was unread, else with a FIN after which
+// the client's next request meets the orphan and gets a RST. It is
+// diagnosed when, and only when, the cluster reports that a container of
+// that pod stopped (finishedAt) within Tolerance of the reset, or, for a
+// reset ending a connection the peer had closed, up to tcp_fin_timeout
+// before it. The kubelet reports it a second or two late, so the pattern
+// waits for it up to Wait after the reset (Defer with Until); without the
+// event by then, it is an application's abort as above: no diagnosis.
+//
 // The flow's age is unknown: the probes send nothing for a connection that
 // is established successfully; the diagnosis says so, or gives the earliest
 // signal seen of the flow as a lower bound.
-type PeerLostState struct{}
+type PeerLostState struct {
+	// Restarts: the cluster's pods and their lifecycle; nil (no cluster
+	// context, or one without lifecycle) leaves resets alone, without wait.
+	Restarts PodLifecycle
+	// Wait: how long after a reset the cluster's report is awaited;
+	// <= 0 means DefaultLifecycleWait.
+	Wait time.Duration
+	// Tolerance: how far a termination may be from the reset;
+	// <= 0 means DefaultLifecycleTolerance.
+	Tolerance time.Duration
+}
 
 func (PeerLostState) ID() diagnosis.Pattern { return diagnosis.PatternPeerLostState }
 
-func (PeerLostState) Wants(s *signal.Signal) bool {
+func (p PeerLostState) Wants(s *signal.Signal) bool {
 	switch s.Kind {
+	case signal.KindResetReceived:
+		// From a pod, a reset may be its container's end (see killFacts).
+		return p.Restarts != nil && keeperReset(s) && p.Restarts.HoldsPod(s.Flow.Dst, s.Time)
+	case signal.KindResetSent:
+		// Active resets are wanted too: they rule out the segments they
+		// cause; an orphan's, from a pod, may be its container's end.
+		return lostReset(s) || abortReset(s) ||
+			p.Restarts != nil && orphanReset(s) && p.Restarts.HoldsPod(s.Flow.Src, s.Time)
 	case signal.KindDrop:
 		return lostDrop(s)
-	case signal.KindResetSent:
-		// Active resets are wanted too: they rule out the segments they cause.
-		return lostReset(s) || abortReset(s)
 	case signal.KindRetransmit:
 		// Kept so that a later RST from a remote peer is seen to follow an outage.
 		return dataState(s.State) && wantRetransmit(s)
@@ -246,6 +296,14 @@ func (f *lostFacts) orphan() bool {
 func (f *lostFacts) local() bool { return f.drop != nil || f.rstSent != nil }
 
 func (p PeerLostState) Match(ev *Evidence) (Verdict, Outcome) {
+	v, out := p.match(ev)
+	if out == NoMatch && p.Restarts != nil {
+		return p.killed(ev)
+	}
+	return v, out
+}
+
+func (p PeerLostState) match(ev *Evidence) (Verdict, Outcome) {
 	t := ev.Trigger
 	switch {
 	case t == nil:
@@ -327,6 +385,9 @@ func (PeerLostState) verdictOf(f *lostFacts) Verdict {
 }
 
 func (p PeerLostState) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis {
+	if v.Cause == CauseContainerTerminated {
+		return p.diagnoseKilled(ev, v)
+	}
 	f := p.facts(ev)
 	flow := f.flow
 	lost := addrPort(flow.Dst, flow.DstPort)
@@ -338,8 +399,7 @@ func (p PeerLostState) Diagnose(ev *Evidence, v Verdict) diagnosis.Diagnosis {
 		Flow:       flow,
 		Confidence: v.Confidence,
 		Layer:      diagnosis.LayerL4,
-		Impact: fmt.Sprintf("the connection to %s is gone: the next read or write fails with ECONNRESET (EPIPE after "+
-			"a close); requests in flight on it are lost and must be retried on a new connection", lost),
+		Impact:     lostImpact(lost),
 	}
 	switch v.Cause {
 	case CauseNewListener:
@@ -424,4 +484,9 @@ func (f *lostFacts) basis() string {
 		parts = append(parts, "close with "+ErrnoName(f.close.SkErr))
 	}
 	return strings.Join(parts, ", ")
+}
+
+func lostImpact(lost string) string {
+	return fmt.Sprintf("the connection to %s is gone: the next read or write fails with ECONNRESET (EPIPE after "+
+		"a close); requests in flight on it are lost and must be retried on a new connection", lost)
 }
