@@ -1,6 +1,7 @@
 package clusterctx_test
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +135,17 @@ func TestLifecycleReplay(t *testing.T) {
 				t.Errorf("confidence %.2f, want >= %.2f", d.Confidence, tc.minConf)
 			}
 		})
+	}
+}
+
+// HoldsPod is asked for every reset from a peer: it must not allocate.
+func TestHoldsPodAllocatesNothing(t *testing.T) {
+	c := lifecycleWorld(t, "10.0.0.1", "10.0.0.2", func(*k8sctx.Index, *time.Time) {})
+	pod, other := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.9")
+	if !c.HoldsPod(pod, fixtureAt) || c.HoldsPod(other, fixtureAt) {
+		t.Fatalf("HoldsPod(%s) = %v, HoldsPod(%s) = %v; want true, false", pod, c.HoldsPod(pod, fixtureAt), other, c.HoldsPod(other, fixtureAt))
+	}
+	if n := testing.AllocsPerRun(100, func() { c.HoldsPod(pod, fixtureAt); c.HoldsPod(other, fixtureAt) }); n != 0 {
+		t.Errorf("HoldsPod allocates %.0f times", n)
 	}
 }

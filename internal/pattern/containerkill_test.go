@@ -227,6 +227,49 @@ func TestContainerKilledWait(t *testing.T) {
 	}
 }
 
+// A remote peer: only the client's kernel is seen (its RST received in
+// ESTABLISHED and the close), a reset like any application's abort. With
+// the cluster's report it is diagnosed on a Tick; without, never.
+func TestContainerKilledRemotePeer(t *testing.T) {
+	var client []signal.Signal
+	for _, s := range fixtureSignals(t, "kernel_container_kill_unread.jsonl") {
+		if s.Kind != signal.KindResetSent { // the server's kernel is elsewhere
+			client = append(client, s)
+		}
+	}
+	for _, reported := range []bool{true, false} {
+		pc := &podCluster{pods: map[netip.Addr]bool{unreadServer: true}, events: map[netip.Addr][]pattern.LifecycleEvent{}}
+		if reported {
+			pc.events[unreadServer] = []pattern.LifecycleEvent{oomKilled(unreadReset)}
+		}
+		cfg := correlate.DefaultConfig()
+		cfg.Cluster = pc
+		var ds []diagnosis.Diagnosis
+		e, err := correlate.New(cfg, func(d diagnosis.Diagnosis) { ds = append(ds, d) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range client {
+			e.Observe(s)
+		}
+		for now := unreadReset; now.Before(unreadReset.Add(7 * time.Second)); now = now.Add(100 * time.Millisecond) {
+			e.Tick(now)
+		}
+		switch {
+		case reported && (len(ds) != 1 || !strings.Contains(ds[0].Key, "/container_terminated/10.209.1.3:8090/")):
+			t.Fatalf("reported: diagnoses %v, want one container_terminated", keysOf(ds))
+		case !reported && len(ds) != 0:
+			t.Fatalf("not reported: diagnosed %v", keysOf(ds))
+		case reported:
+			d := ds[0]
+			mustContain(t, "details", d.Details, "Confidence from: RST received in ESTABLISHED, close with ECONNRESET, the cluster's termination")
+			if hasSource(d, "tcp:tcp_send_reset") || d.Destination.NetnsInode != 0 {
+				t.Errorf("the remote peer's side is unseen: %+v", d)
+			}
+		}
+	}
+}
+
 func fixtureSignals(t *testing.T, name string) []signal.Signal {
 	t.Helper()
 	f, err := os.Open(filepath.Join("..", "..", "testdata", "replay", name))

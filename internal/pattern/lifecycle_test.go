@@ -218,3 +218,31 @@ func TestAgoText(t *testing.T) {
 		}
 	}
 }
+
+func TestKilledPhrase(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	base := LifecycleEvent{Time: at, Kind: LifecycleRestarted, Namespace: "prod", Pod: "backend-x", Container: "app"}
+	for _, tc := range []struct {
+		reason  string
+		exit    int32
+		phrase  string
+		resolve string
+	}{
+		{"OOMKilled", 137, "container app of pod prod/backend-x was OOMKilled (exit 137) at 03:04:05 UTC",
+			"Container app was killed for memory (OOM)"},
+		{"Error", 2, "container app of pod prod/backend-x stopped (Error, exit 2) at 03:04:05 UTC", "Find why container app exited"},
+		{"", 139, "container app of pod prod/backend-x stopped (exit 139) at 03:04:05 UTC", "Find why container app exited"},
+		{"Completed", 0, "container app of pod prod/backend-x stopped (Completed, exit 0) at 03:04:05 UTC",
+			"Container app exited normally"},
+	} {
+		e := base
+		e.Reason, e.ExitCode = tc.reason, tc.exit
+		if got := e.killedPhrase(); got != tc.phrase {
+			t.Errorf("killedPhrase = %q, want %q", got, tc.phrase)
+		}
+		r := e.killedResolution()
+		if !strings.HasPrefix(r, tc.resolve) || !strings.Contains(r, "preStop hook") || !strings.Contains(r, "retry idempotent requests") {
+			t.Errorf("killedResolution = %q, want it to start with %q and say how to stop and retry", r, tc.resolve)
+		}
+	}
+}
