@@ -43,6 +43,9 @@ const (
 	// an established connection after 15 timeouts, so a higher threshold
 	// would never be reached before the close.
 	maxMinRetransmits = 15
+	// maxLifecycleWait bounds how long a reset connection is held for the
+	// kubelet's report (it comes 1-2 s after a container died).
+	maxLifecycleWait = time.Minute
 	// ifNameSize is the kernel's IFNAMSIZ: names are at most 15 bytes.
 	ifNameSize = 16
 )
@@ -92,6 +95,15 @@ type Config struct {
 	// exponentially). 1 to 15; a threshold the kernel does not reach
 	// leaves the diagnosis to its final ETIMEDOUT close.
 	MinRetransmits int `mapstructure:"min_retransmits"`
+	// LifecycleWait: with the Kubernetes context, how long a connection
+	// reset by a pod on this node's or another's kernel (what an
+	// application's own abort also looks like) is held for the cluster to
+	// report that the pod's container stopped at that moment, which makes
+	// it peer_lost_state (container_terminated); without such a report it
+	// stays undiagnosed. The kubelet reports a termination 1-2 s after the
+	// container died, so a slow API server wants more. Default 5s; > 0 and
+	// at most 1m.
+	LifecycleWait time.Duration `mapstructure:"lifecycle_wait"`
 	// Interfaces lists the network interfaces on which the TC program parses
 	// received ICMP errors. Empty (default) means every interface.
 	Interfaces []string `mapstructure:"interfaces"`
@@ -133,6 +145,7 @@ func createDefaultConfig() *Config {
 		MaxFlows:             defaultMaxFlows,
 		ARPTimeout:           defaultARPTimeout,
 		MinRetransmits:       pattern.DefaultMinRetransmits,
+		LifecycleWait:        pattern.DefaultLifecycleWait,
 		CollectionInterval:   defaultCollectionInterval,
 		Kubernetes:           k8sctx.DefaultConfig(),
 		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
@@ -174,6 +187,9 @@ func (cfg *Config) Validate() error {
 	if cfg.MinRetransmits < 1 || cfg.MinRetransmits > maxMinRetransmits {
 		errs = append(errs, fmt.Errorf("min_retransmits: must be between 1 and %d (consecutive retransmission timeouts), got %d",
 			maxMinRetransmits, cfg.MinRetransmits))
+	}
+	if cfg.LifecycleWait <= 0 || cfg.LifecycleWait > maxLifecycleWait {
+		errs = append(errs, fmt.Errorf("lifecycle_wait: must be positive and at most %s, got %s", maxLifecycleWait, cfg.LifecycleWait))
 	}
 	if cfg.MaxFlows < 1 || cfg.MaxFlows > maxMaxFlows {
 		errs = append(errs, fmt.Errorf("max_flows: must be between 1 and %d, got %d", maxMaxFlows, cfg.MaxFlows))

@@ -29,6 +29,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.MaxFlows = 1000
 	custom.ARPTimeout = 6 * time.Second
 	custom.MinRetransmits = 5
+	custom.LifecycleWait = 8 * time.Second
 	custom.Interfaces = []string{"eth0", "veth-a1b2c3"}
 	custom.DropReasons = []string{"NETFILTER_DROP", "skb_drop_reason_no_socket"}
 	custom.ConnectErrors = true
@@ -68,6 +69,8 @@ func TestLoadConfig(t *testing.T) {
 		{id: "networkcorrelator/min_retransmits_15", want: withMinRetransmits(15)},
 		{id: "networkcorrelator/min_retransmits_zero", wantErrs: []string{"min_retransmits: must be between 1 and 15 (consecutive retransmission timeouts), got 0"}},
 		{id: "networkcorrelator/min_retransmits_above_tcp_retries2", wantErrs: []string{"min_retransmits: must be between 1 and 15 (consecutive retransmission timeouts), got 16"}},
+		{id: "networkcorrelator/lifecycle_wait_zero", wantErrs: []string{"lifecycle_wait: must be positive and at most 1m0s, got 0s"}},
+		{id: "networkcorrelator/lifecycle_wait_too_long", wantErrs: []string{"lifecycle_wait: must be positive and at most 1m0s, got 2m0s"}},
 		{id: "networkcorrelator/collection_interval_negative", wantErrs: []string{"collection_interval: must be positive, got -1s"}},
 		{id: "networkcorrelator/bad_interfaces", wantErrs: []string{
 			"interfaces[0]: interface name is empty",

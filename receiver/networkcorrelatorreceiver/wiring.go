@@ -42,6 +42,7 @@ func newCorrelator(cfg *Config, cluster pattern.Cluster, emit func(diagnosis.Dia
 		MaxFlows:       cfg.MaxFlows,
 		ARPTimeout:     cfg.ARPTimeout,
 		MinRetransmits: cfg.MinRetransmits,
+		LifecycleWait:  cfg.LifecycleWait,
 		Cluster:        cluster,
 	}
 	// A recording's namespaces are not this host's: only live signals are
