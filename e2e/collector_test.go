@@ -88,6 +88,23 @@ func runCollector(t *testing.T, config string, env ...string) *syncBuffer {
 	return &out
 }
 
+// refuseAndDrop makes the two failures the collector tests look for: a
+// connect to a closed port (8081, connection_refused) and a SYN dropped by
+// an nft rule (8443, syn_dropped naming the rule).
+func refuseAndDrop(t *testing.T, client, server *lab.Host) {
+	t.Helper()
+	if err := server.Nft("table inet guard {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 8443 drop\n }\n}\n"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := client.Dial(ctx, addrPort(server, 8081), 2*time.Second); err == nil {
+		t.Fatal("connect to a closed port succeeded")
+	}
+	if _, err := client.Dial(ctx, addrPort(server, 8443), 2500*time.Millisecond); err == nil {
+		t.Fatal("connect through a DROP rule succeeded")
+	}
+}
+
 // readLogs parses every OTLP/JSON line the file exporter wrote so far.
 func readLogs(t *testing.T, path string) []plog.LogRecord {
 	t.Helper()
@@ -146,16 +163,7 @@ func TestCollectorWritesDiagnoses(t *testing.T) {
 	logsFile, metricsFile := filepath.Join(dir, "logs.json"), filepath.Join(dir, "metrics.json")
 	runCollector(t, "testdata/collector/e2e-file.yaml", "NC_LOGS_FILE="+logsFile, "NC_METRICS_FILE="+metricsFile)
 
-	if err := server.Nft("table inet guard {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 8443 drop\n }\n}\n"); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if _, err := client.Dial(ctx, addrPort(server, 8081), 2*time.Second); err == nil {
-		t.Fatal("connect to a closed port succeeded")
-	}
-	if _, err := client.Dial(ctx, addrPort(server, 8443), 2500*time.Millisecond); err == nil {
-		t.Fatal("connect through a DROP rule succeeded")
-	}
+	refuseAndDrop(t, client, server)
 
 	want := map[string]string{ // pattern -> destination port
 		"connection_refused": "8081",

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -204,16 +203,7 @@ func TestCollectorExportsToVictoriaLogs(t *testing.T) {
 	started := time.Now()
 	runCollector(t, "testdata/collector/victorialogs.yaml", "NC_VICTORIALOGS_URL="+vl, "NC_METRICS_FILE="+metricsFile)
 
-	if err := server.Nft("table inet guard {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 8443 drop\n }\n}\n"); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if _, err := client.Dial(ctx, addrPort(server, 8081), 2*time.Second); err == nil {
-		t.Fatal("connect to a closed port succeeded")
-	}
-	if _, err := client.Dial(ctx, addrPort(server, 8443), 2500*time.Millisecond); err == nil {
-		t.Fatal("connect through a DROP rule succeeded")
-	}
+	refuseAndDrop(t, client, server)
 
 	for _, tc := range []struct {
 		pattern, port string
