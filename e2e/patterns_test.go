@@ -186,15 +186,7 @@ func TestPeerRestarted(t *testing.T) {
 			}
 
 			// The client uses its connection: the new server has none.
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			_, werr := c.Write([]byte("after restart"))
-			var rerr error
-			if werr == nil {
-				_, rerr = c.Read(make([]byte, 16))
-			}
-			if !errors.Is(werr, syscall.ECONNRESET) && !errors.Is(rerr, syscall.ECONNRESET) {
-				t.Errorf("client got write %v, read %v; want ECONNRESET", werr, rerr)
-			}
+			useAfterLoss(t, c)
 			d := p.waitFor(t, 5*time.Second, "peer_lost_state", func(d diagnosis.Diagnosis) bool {
 				return d.Pattern == diagnosis.PatternPeerLostState && d.Flow.Dst == old.IP && d.Flow.DstPort == port
 			})
