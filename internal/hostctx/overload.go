@@ -50,6 +50,10 @@ type Overload struct {
 	// rebuilds it at most once per AddrMinRescan, so that SYNs unanswered by
 	// remote hosts (every one is asked about) cost a map lookup, not a scan
 	// of every namespace; a namespace created since is missed until then.
+	// Only the first index is built while the correlator waits; later ones
+	// are built in the background (about 1 ms per namespace: on a node with
+	// a hundred pods, a stall of every diagnosis behind it otherwise) and
+	// answer the lookups after them.
 	AddrTTL, AddrMinRescan time.Duration
 	// MaxProcScan bounds the processes whose file descriptors are read to
 	// name a listener's owner (those in its namespace are read first).
@@ -63,6 +67,7 @@ type Overload struct {
 	mu        sync.Mutex
 	addrs     map[netip.Addr][]uint32
 	addrsAt   time.Time
+	scanning  bool // a background rebuild of addrs is under way
 	answers   map[aqKey]aqAnswer
 	mib       map[uint32]mibReading
 	ct        map[uint32]ctReading
@@ -145,12 +150,9 @@ func (o *Overload) acceptQueue(client pattern.Netns, dst netip.AddrPort, now tim
 	o.lookups++
 	f, err := o.listenerIn(owners, dst, addr, now)
 	if err != nil && !addr.IsLoopback() && now.Sub(o.addrsAt) >= o.AddrMinRescan {
-		// The index may be stale (an address moved, a namespace went).
-		o.scanAddrs(now)
-		if owners = o.addrs[addr]; len(owners) == 0 {
-			return pattern.AcceptQueueFact{}, fmt.Errorf("%v: %w", addr, pattern.ErrNotLocal)
-		}
-		f, err = o.listenerIn(owners, dst, addr, now)
+		// The index may be stale (an address moved, a namespace went):
+		// later lookups get a new one.
+		o.rescanLocked(now)
 	}
 	return f, err
 }
@@ -210,23 +212,37 @@ func listenerFor(ls []Listener, addr netip.Addr) (Listener, bool) {
 // per AddrMinRescan) and when older than AddrTTL: about a millisecond per
 // namespace, so not for every failure.
 func (o *Overload) owners(addr netip.Addr, now time.Time) []uint32 {
-	if o.addrs == nil || now.Sub(o.addrsAt) > o.AddrTTL {
-		o.scanAddrs(now)
+	if o.addrs == nil {
+		o.addrs, o.addrsAt = indexAddrs(o.NetnsDir, o.ProcDir), now
 	}
-	if ns, ok := o.addrs[addr]; ok {
-		return ns
+	ns, ok := o.addrs[addr]
+	if now.Sub(o.addrsAt) > o.AddrTTL || !ok && now.Sub(o.addrsAt) >= o.AddrMinRescan {
+		o.rescanLocked(now)
 	}
-	if now.Sub(o.addrsAt) >= o.AddrMinRescan {
-		o.scanAddrs(now)
-	}
-	return o.addrs[addr]
+	return ns
 }
 
-// scanAddrs indexes the addresses of every namespace found under
+// rescanLocked starts a background rebuild of the address index unless
+// one runs; o.mu is held. addrsAt moves now, so that misses until the new
+// index arrives do not start another.
+func (o *Overload) rescanLocked(now time.Time) {
+	if o.scanning {
+		return
+	}
+	o.scanning, o.addrsAt = true, now
+	go func() {
+		idx := indexAddrs(o.NetnsDir, o.ProcDir)
+		o.mu.Lock()
+		o.addrs, o.scanning = idx, false
+		o.mu.Unlock()
+	}()
+}
+
+// indexAddrs indexes the addresses of every namespace found under
 // /run/netns and /proc/*/ns/net.
-func (o *Overload) scanAddrs(now time.Time) {
+func indexAddrs(netnsDir, procDir string) map[netip.Addr][]uint32 {
 	idx := map[netip.Addr][]uint32{}
-	for ino, path := range namespaceFiles(o.NetnsDir, o.ProcDir) {
+	for ino, path := range namespaceFiles(netnsDir, procDir) {
 		h, ok := openIfInode(path, ino)
 		if !ok {
 			continue
@@ -248,7 +264,7 @@ func (o *Overload) scanAddrs(now time.Time) {
 			}
 		}
 	}
-	o.addrs, o.addrsAt = idx, now
+	return idx
 }
 
 // namespaceFiles returns one openable file per network namespace: its

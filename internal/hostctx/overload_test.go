@@ -161,6 +161,27 @@ func TestOverloadAcceptQueue(t *testing.T) {
 	if _, err := o.AcceptQueue(client, netip.MustParseAddrPort("192.0.2.77:8090")); !errors.Is(err, pattern.ErrNotLocal) {
 		t.Errorf("foreign address: %v, want ErrNotLocal", err)
 	}
+
+	// A namespace made after the index: the miss is answered at once from
+	// the index it has, and a rebuild in the background makes the address
+	// local for the lookups after it.
+	o.AddrMinRescan = 0
+	late := l.MustAddHost(t, "late")
+	lateDst := netip.AddrPortFrom(late.IP, 8090)
+	if _, err := o.AcceptQueue(client, lateDst); !errors.Is(err, pattern.ErrNotLocal) {
+		t.Fatalf("new namespace before the rebuild: %v, want ErrNotLocal", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := o.AcceptQueue(client, lateDst)
+		if err != nil && strings.Contains(err.Error(), "no listener") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("new namespace never indexed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func TestOverloadRateLimit(t *testing.T) {
