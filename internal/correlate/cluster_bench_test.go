@@ -44,24 +44,10 @@ func BenchmarkObserveWithCluster(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var shift time.Duration
-	nextTick := t0
 	runtime.GC()
 	b.ReportAllocs()
 	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		j := i % len(sigs)
-		if j == 0 && i > 0 {
-			shift += span + 10*time.Second
-		}
-		s := sigs[j]
-		s.Time = s.Time.Add(shift)
-		if !s.Time.Before(nextTick) {
-			e.Tick(s.Time)
-			nextTick = s.Time.Add(100 * time.Millisecond)
-		}
-		e.Observe(s)
-	}
+	replayLoop(b, e, sigs, span)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "signals/s")
 	st := e.Stats()
