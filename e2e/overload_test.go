@@ -45,17 +45,8 @@ func (a ruleAttributor) Attribute(drop *signal.Signal) (*pattern.RuleFact, error
 // backlog that never accepts.
 func listenBacklog(t *testing.T, h *lab.Host, port uint16, backlog int) {
 	t.Helper()
-	var fd int
-	if err := h.Do(func() error {
-		var err error
-		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
-			return err
-		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: h.IP.As4()}); err != nil {
-			return err
-		}
-		return unix.Listen(fd, backlog)
-	}); err != nil {
+	fd, err := h.ListenBacklog(port, backlog)
+	if err != nil {
 		t.Fatalf("listen in %s: %v", h.Name, err)
 	}
 	t.Cleanup(func() { unix.Close(fd) })

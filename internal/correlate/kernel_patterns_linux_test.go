@@ -32,17 +32,7 @@ func startLiveLab(t *testing.T, l *lab.Lab) *livetest.Run {
 // and never accepts, so the accept queue fills.
 func listenBacklog(t *testing.T, h *lab.Host, port uint16, backlog int) {
 	t.Helper()
-	var fd int
-	err := h.Do(func() error {
-		var err error
-		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
-			return err
-		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: h.IP.As4()}); err != nil {
-			return err
-		}
-		return unix.Listen(fd, backlog)
-	})
+	fd, err := h.ListenBacklog(port, backlog)
 	if err != nil {
 		t.Fatal(err)
 	}

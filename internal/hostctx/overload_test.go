@@ -106,17 +106,8 @@ func TestOverloadAcceptQueue(t *testing.T) {
 	cli := l.MustAddHost(t, "client")
 	srv := l.MustAddHost(t, "server")
 	dst := netip.AddrPortFrom(srv.IP, 8090)
-	var fd int
-	if err := srv.Do(func() error {
-		var err error
-		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
-			return err
-		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(dst.Port()), Addr: srv.IP.As4()}); err != nil {
-			return err
-		}
-		return unix.Listen(fd, 1)
-	}); err != nil {
+	fd, err := srv.ListenBacklog(dst.Port(), 1)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)

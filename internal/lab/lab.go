@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Prefix starts the name of every namespace a lab creates; Sweep uses it to
@@ -317,6 +318,28 @@ func (h *Host) Listen(port uint16) (net.Listener, error) {
 		return err
 	})
 	return ln, err
+}
+
+// ListenBacklog opens a TCP listening socket on the host's address and
+// port with listen(fd, backlog) and never accepts on it, so its accept
+// queue fills (net.Listen always asks for somaxconn). The caller closes fd.
+func (h *Host) ListenBacklog(port uint16, backlog int) (int, error) {
+	fd := -1
+	err := h.Do(func() error {
+		var err error
+		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: h.IP.As4()}); err != nil {
+			return err
+		}
+		return unix.Listen(fd, backlog)
+	})
+	if err != nil && fd >= 0 {
+		unix.Close(fd)
+		fd = -1
+	}
+	return fd, err
 }
 
 // Dial connects from the host's namespace with the given timeout.
